@@ -1,0 +1,34 @@
+"""Shared fixtures: the real-data folder (skips when absent) and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("CELLSEG_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (or $CELLSEG_DATA); skips the test when it is absent."""
+    path = _data_dir()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"real data not found at {path} (set CELLSEG_DATA to its location)")
+    return path
+
+
+@pytest.fixture
+def disks() -> np.ndarray:
+    """(64, 80) uint32 label image with three disks, two of them touching."""
+    yy, xx = np.mgrid[:64, :80]
+    labels = np.zeros((64, 80), np.uint32)
+    for i, (cy, cx, r) in enumerate([(20, 20, 10), (20, 39, 10), (48, 60, 8)], start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return labels
