@@ -1,0 +1,145 @@
+"""The command line: the only module that imports typer. Each command parses options, builds a config,
+calls one function of :mod:`cellsegcli.pipeline` (or the training loop) and renders its result.
+
+Exit codes: 0 success, 1 a problem with the input or options (one line on stderr), 2 an internal error.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="cellseg",
+    help="Segment cells in time-lapse microscopy (phase contrast, brightfield, nuclei).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+class Arch(str, Enum):
+    unet = "resnet18-unet"
+    fpn = "resnet18-fpn"
+    unet_rp = "resnet18-unet-rp"
+
+
+def _run(action: Callable[[], Any], *, debug: bool) -> Any:
+    """Run a command body: user errors -> one line + exit 1; anything else -> exit 2."""
+    from . import console
+    from .errors import CellsegError
+
+    try:
+        return action()
+    except CellsegError as exc:
+        if debug:
+            raise
+        console.error(str(exc))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.error("interrupted; nothing was left behind that looks complete")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # an internal error: say so, and how to get details
+        if debug:
+            raise
+        console.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cellseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """cellseg: segment cells in time-lapse microscopy."""
+
+
+@app.command("train")
+def train_cli(
+    annotations: Annotated[Path, typer.Argument(help="Folder with images/ + masks/ (or name_masks.tif files); "
+                                                "an optional val/ inside holds the validation set.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    arch: Annotated[Arch, typer.Option("--arch", help="Architecture.")] = Arch.unet,
+    smp_arch: Annotated[Optional[str], typer.Option("--smp", help="Any smp architecture, e.g. Unet/resnet34 "
+                                                     "(overrides --arch).")] = None,
+    init: Annotated[str, typer.Option("--init", help="none, imagenet, default (fine-tune the shipped 'phase' "
+                                      "model), a shipped model name or a model folder.")] = "none",
+    imagenet_weights: Annotated[Optional[Path], typer.Option("--imagenet-weights", help="torchvision "
+                                "resnet18-f37072fd.pth for --init imagenet (else downloaded when online).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs")] = 100,
+    patience: Annotated[int, typer.Option("--patience", help="Early stopping patience (epochs).")] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    crop: Annotated[int, typer.Option("--crop", help="Training crop size (multiple of 32).")] = 256,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
+                                                "val/ folder.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Batches per epoch "
+                               "(default: about one pass over the training pixels).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this long, "
+                           "checkpointed (continue with --resume).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: folder name).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train or fine-tune a model on a folder of annotated images."""
+
+    def action() -> None:
+        from dataclasses import asdict
+
+        from . import console
+        from .device import resolve_device
+        from .training.loop import TrainConfig, train
+
+        config = TrainConfig(
+            architecture=f"smp:{smp_arch}" if smp_arch else arch.value, init=init,
+            imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+            crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
+            max_minutes=max_minutes, command=shlex.join(["cellseg", *sys.argv[1:]]),
+        )
+        dev = resolve_device(device)
+        console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
+
+        def on_epoch(r) -> None:
+            mark = " *" if r.improved else ""
+            console.info(f"epoch {r.epoch}/{r.epochs}: train loss {r.train_loss:.4f}, val loss {r.val_loss:.4f}, "
+                         f"val Jaccard {r.val_jaccard:.4f}, lr {r.lr:.2g}, {r.seconds:.0f} s{mark}")
+
+        with console.progress("epoch", unit="batches", quiet=as_json) as report:
+            result = train(annotations, out, config, device=dev, resume=resume, progress=report,
+                           on_epoch=on_epoch)
+        summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
+        if as_json:
+            console.print_json(summary)
+        else:
+            console.info(f"best epoch {result.best_epoch}: val loss {result.best_val_loss:.4f}, "
+                         f"val Jaccard {result.best_val_jaccard:.4f}; stopped: {result.stopped}; model in {out}")
+
+    _run(action, debug=debug)
+
+
+def main() -> None:
+    app()

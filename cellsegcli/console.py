@@ -1,0 +1,98 @@
+"""Everything the user sees: the only module that imports rich.
+
+On a terminal: progress bars with rate and ETA, coloured tables. Off a terminal (a shell script's log):
+plain, timestamped log lines at a modest rate, no control characters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+
+def interactive() -> bool:
+    return _err.is_terminal
+
+
+def error(message: str) -> None:
+    """The one line a user sees for an error they can fix."""
+    _err.print(f"[bold red]cellseg: error:[/] {message}", markup=True, soft_wrap=True) if interactive() else \
+        print(f"cellseg: error: {message}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    if interactive():
+        _err.print(message, soft_wrap=True)
+    else:
+        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    info(f"warning: {message}")
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout (one JSON document)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c != columns[0] else "left")
+    for r in rows:
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+    _out.print(t)
+
+
+@contextlib.contextmanager
+def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> Iterator[Callable[..., None]]:
+    """A callback ``report(done, total, **info)`` that draws a bar on a terminal or logs plain lines."""
+    if quiet:
+        yield lambda done, total, **info: None
+        return
+    if interactive():
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[extra]}")]
+        with Progress(*columns, console=_err, transient=False) as bar:
+            task = bar.add_task(description, total=None, rate="", extra="")
+            start = time.monotonic()
+
+            def report(done: int, total: int, **info: Any) -> None:
+                elapsed = max(time.monotonic() - start, 1e-9)
+                extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+                bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.2f} {unit}/s", extra=extra)
+
+            yield report
+        return
+    start = time.monotonic()
+    last = [0.0]
+
+    def log(done: int, total: int, **info: Any) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 10:
+            return
+        last[0] = now
+        elapsed = now - start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        print(f"{time.strftime('%H:%M:%S')} {description}: {done}/{total} {unit} ({rate:.2f}/s, ETA {eta:.0f} s)"
+              f"{' ' + extra if extra else ''}", file=sys.stderr, flush=True)
+
+    yield log

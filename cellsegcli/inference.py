@@ -1,0 +1,166 @@
+"""Tiled, test-time-augmented inference over a stream of frames.
+
+The predictor is a plain callable ``model(x) -> y`` on ``(B, C, t, t)`` tensors already on ``device``
+(returning ``(B, K, t, t)``), so it can be tested with ``lambda x: x``. Jobs (frame, tile, TTA transform)
+from consecutive frames share batches; each output is activated (sigmoid by default), its transform undone
+and accumulated with Gaussian weights on the device, and a frame is yielded, in order, once all its jobs
+are done. At most about ``batch_size`` jobs plus one frame beyond are in flight, so memory does not
+depend on the stack's length.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import tta as _tta
+from .tiling import Grid, Tile, gaussian_weights, make_grid, pad_frame
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    tile: int = 512            # tile side (multiple of 32); frames smaller than a tile use a smaller one
+    overlap: float = 0.25      # overlap between neighbouring tiles, as a fraction of the tile
+    tta: str = "none"          # none | flip | d4
+    batch_size: int = 4        # tiles per forward pass (tiles x TTA transforms x frames)
+
+    def __post_init__(self) -> None:
+        _tta.transforms(self.tta)
+        make_grid((self.tile, self.tile), tile=self.tile, overlap=self.overlap)  # validates tile and overlap
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+@dataclass
+class _Frame:
+    grid: Grid
+    data: torch.Tensor                 # (C, Yp, Xp) padded input on the device
+    acc: torch.Tensor | None = None    # (K, Yp, Xp) weighted sum of outputs
+    remaining: int = 0
+
+
+@dataclass
+class TiledPredictor:
+    """Run ``model`` over frames of any size with tiling, Gaussian blending and TTA.
+
+    Parameters
+    ----------
+    model : callable
+        ``(B, C, t, t)`` float tensor on ``device`` -> ``(B, K, t, t)`` (logits for cellseg models).
+    device : torch.device
+        Where tiles run and where outputs are blended.
+    options : InferenceOptions
+    activation : callable or None
+        Applied to model outputs before undoing TTA and blending (``torch.sigmoid``; ``None`` for identity).
+    autocast : torch.dtype or None
+        Mixed precision for the forward pass (bf16/fp16 on GPU; None on CPU).
+    """
+
+    model: Model
+    device: torch.device
+    options: InferenceOptions = field(default_factory=InferenceOptions)
+    activation: Callable[[torch.Tensor], torch.Tensor] | None = torch.sigmoid
+    autocast: torch.dtype | None = None
+    forward_seconds: float = 0.0       # time spent inside model calls (synchronised), for benchmarks
+    tiles_run: int = 0
+
+    def predict(self, frame: np.ndarray) -> np.ndarray:
+        """One frame (Y, X) or (C, Y, X) -> (K, Y, X) float32."""
+        return next(iter(self.predict_stream([frame])))
+
+    def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Frames (Y, X) or (C, Y, X) in, blended outputs (K, Y, X) float32 out, in the same order."""
+        transforms = _tta.transforms(self.options.tta)
+        pending: deque[tuple[_Frame, Tile, int]] = deque()
+        active: deque[_Frame] = deque()
+        for frame in frames:
+            state = self._start(frame, len(transforms))
+            active.append(state)
+            pending.extend((state, tile, k) for tile in state.grid.tiles for k in transforms)
+            while len(pending) >= self.options.batch_size:
+                self._run_batch(pending)
+            while active and active[0].remaining == 0:
+                yield self._finish(active.popleft(), len(transforms))
+        while pending:
+            self._run_batch(pending)
+        while active:
+            yield self._finish(active.popleft(), len(transforms))
+
+    def _start(self, frame: np.ndarray, n_transforms: int) -> _Frame:
+        if frame.ndim == 2:
+            frame = frame[None]
+        grid = make_grid(frame.shape[-2:], tile=self.options.tile, overlap=self.options.overlap)
+        padded = np.ascontiguousarray(pad_frame(frame, grid.padded), dtype=np.float32)
+        data = torch.from_numpy(padded).to(self.device, non_blocking=True)
+        return _Frame(grid=grid, data=data, remaining=len(grid.tiles) * n_transforms)
+
+    def _run_batch(self, pending: deque[tuple[_Frame, Tile, int]]) -> None:
+        size = pending[0][0].grid.tile
+        jobs = []
+        while pending and len(jobs) < self.options.batch_size and pending[0][0].grid.tile == size:
+            jobs.append(pending.popleft())
+        x = torch.stack([_tta.apply(state.data[:, tile.rows, tile.cols], k) for state, tile, k in jobs])
+        y = self._forward(x)
+        if self.activation is not None:
+            y = self.activation(y)
+        weights = self._weights(size)
+        for (state, tile, k), out in zip(jobs, y, strict=True):
+            if state.acc is None:
+                state.acc = torch.zeros((out.shape[0], *state.grid.padded), dtype=torch.float32, device=self.device)
+            state.acc[:, tile.rows, tile.cols] += _tta.invert(out, k) * weights
+            state.remaining -= 1
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast,
+                                                    enabled=self.autocast is not None):
+            y = self.model(x)
+        y = y.float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.forward_seconds += time.perf_counter() - t0
+        self.tiles_run += x.shape[0]
+        return y
+
+    def _weights(self, size: int) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_weight_cache", {})
+        if size not in cache:
+            cache[size] = torch.from_numpy(np.array(gaussian_weights(size))).to(self.device)
+        return cache[size]
+
+    def _norm(self, grid: Grid) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_norm_cache", {})
+        key = (grid.shape, grid.tile)  # the overlap is fixed per predictor
+        if key not in cache:
+            norm = torch.zeros(grid.padded, dtype=torch.float32, device=self.device)
+            w = self._weights(grid.tile)
+            for tile in grid.tiles:
+                norm[tile.rows, tile.cols] += w
+            cache.clear()
+            cache[key] = norm
+        return cache[key]
+
+    def _finish(self, state: _Frame, n_transforms: int) -> np.ndarray:
+        h, w = state.grid.shape
+        out = state.acc / (self._norm(state.grid) * n_transforms)
+        return out[:, :h, :w].to("cpu").numpy()
+
+
+def network_callable(network: torch.nn.Module, device: torch.device) -> Model:
+    """Wrap a network (moved to ``device``, eval mode, channels_last) as a plain callable."""
+    network = network.to(device=device, memory_format=torch.channels_last).eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return network(x.contiguous(memory_format=torch.channels_last))
+
+    return run

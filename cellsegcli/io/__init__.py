@@ -1,0 +1,1 @@
+"""Reading microscopy stacks and writing segmentation results."""

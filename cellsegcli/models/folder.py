@@ -1,0 +1,191 @@
+"""A model is a folder: ``config.json`` (what it is and how to use it) + ``model.safetensors`` (weights).
+
+Weights load without pickle. The config refuses unknown keys, so a typo never passes silently.
+Shipped models live in the project's ``weights/`` folder (or ``$CELLSEG_WEIGHTS``) and are found by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CellsegError
+from .registry import build
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+FORMAT = "cellseg-model/1"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model folder's ``config.json`` holds."""
+
+    name: str
+    architecture: str
+    in_channels: int = 1
+    outputs: tuple[str, ...] = ("cell", "interior")   # channel 0: cell probability; 1: interior seeds
+    percentiles: tuple[float, float] = (1.0, 99.8)    # input normalisation: these percentiles -> 0, 1
+    threshold: float = 0.5                            # cell probability threshold
+    seed_threshold: float = 0.5                       # interior probability threshold (seeds)
+    min_size: int = 0                                 # smallest cell kept, in pixels
+    tile: int = 512                                   # tile size the model runs best at
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)  # provenance: data, command, scores, version
+    format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise CellsegError(f"model '{self.name}': percentiles must satisfy 0 <= low < high <= 100")
+        if self.outputs[:1] != ("cell",):
+            raise CellsegError(f"model '{self.name}': the first output must be 'cell'")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CellsegError(f"{source}: unknown keys {unknown}; valid keys are {sorted(known)}")
+        if data.get("format", FORMAT) != FORMAT:
+            raise CellsegError(f"{source}: format {data['format']!r} is not {FORMAT!r}; upgrade cellseg")
+        data = dict(data)
+        for key in ("outputs", "percentiles"):
+            if key in data:
+                data[key] = tuple(data[key])
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CellsegError(f"{source}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["outputs"] = list(self.outputs)
+        data["percentiles"] = list(self.percentiles)
+        return data
+
+
+@dataclass
+class Model:
+    """A loaded model: its config, the network (eval mode, on CPU) and where it came from."""
+
+    config: ModelConfig
+    network: nn.Module
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def weights_dir() -> Path:
+    """Where shipped models live: ``$CELLSEG_WEIGHTS`` or the project's ``weights/``."""
+    env = os.environ.get("CELLSEG_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
+
+
+def shipped_models() -> list[Path]:
+    """Model folders in :func:`weights_dir`, sorted by name."""
+    root = weights_dir()
+    return sorted(p for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
+
+
+def find_model(spec: str | Path) -> Path:
+    """A model folder from a path or the name of a shipped model."""
+    path = Path(spec)
+    if (path / CONFIG).is_file():
+        return path
+    shipped = weights_dir() / str(spec)
+    if (shipped / CONFIG).is_file():
+        return shipped
+    names = ", ".join(p.name for p in shipped_models()) or "none"
+    if path.exists():
+        raise CellsegError(f"{path}: not a model folder (no {CONFIG}); a model folder holds {CONFIG} and {WEIGHTS}")
+    raise CellsegError(f"model '{spec}' not found: give a model folder or a shipped model name ({names})")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_config(folder: Path) -> ModelConfig:
+    path = folder / CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CellsegError(f"{path}: cannot read model config ({exc}); re-export the model") from None
+    return ModelConfig.from_dict(data, source=str(path))
+
+
+def load_model(spec: str | Path) -> Model:
+    """Load a model folder (or shipped model by name) onto the CPU in eval mode, without pickle."""
+    from safetensors.torch import load_file
+
+    folder = find_model(spec)
+    config = read_config(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CellsegError(f"{weights}: missing; a model folder needs {CONFIG} and {WEIGHTS}")
+    network = build(config.architecture, in_channels=config.in_channels, classes=len(config.outputs))
+    try:
+        state = load_file(weights)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CellsegError(f"{weights}: cannot read weights ({exc}); re-export the model") from None
+    reference = network.state_dict()
+    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CellsegError(f"{weights}: weights do not fit {config.architecture} ({first})") from None
+    network.eval()
+    return Model(config=config, network=network, path=folder, sha256=file_sha256(weights))
+
+
+def save_model(network: nn.Module, config: ModelConfig, folder: Path, *, half: bool = False) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` (atomically replacing each file).
+
+    ``half`` stores floating tensors as float16 (shipped models); they load back as float32.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, value in network.state_dict().items():
+        value = value.detach().to("cpu")
+        if half and value.is_floating_point():
+            value = value.half()
+        state[key] = value.contiguous()
+    tmp_w = folder / f".{WEIGHTS}.partial"
+    tmp_c = folder / f".{CONFIG}.partial"
+    save_file(state, str(tmp_w), metadata={"format": FORMAT, "architecture": config.architecture})
+    tmp_c.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp_w, folder / WEIGHTS)
+    os.replace(tmp_c, folder / CONFIG)
+    return folder
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy a model folder's two files."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, WEIGHTS):
+        shutil.copy2(src / name, dst / name)
+
+
+def to_device(model: Model, device: torch.device) -> nn.Module:
+    """The network moved to ``device`` (channels_last on CUDA/CPU for faster convolutions)."""
+    return model.network.to(device=device, memory_format=torch.channels_last)

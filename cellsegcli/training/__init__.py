@@ -1,0 +1,1 @@
+"""Training: annotated folders, augmentation, loss, the loop, early stopping, checkpoints."""

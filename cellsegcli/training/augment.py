@@ -1,0 +1,76 @@
+"""Random crops with the papers' augmentation: rotation, flips, translation, elastic deformation (+ scale
+and intensity jitter), done in one ``grid_sample`` per crop so that image and targets move together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    rotate: bool = True
+    flip: bool = True
+    scale: tuple[float, float] = (0.8, 1.25)   # zoom range (log-uniform)
+    elastic_alpha: float = 6.0                 # std of the elastic displacement, pixels
+    elastic_grid: int = 5                      # control points per side of the crop
+    contrast: tuple[float, float] = (0.75, 1.33)
+    brightness: float = 0.1
+    noise: float = 0.03
+
+    @classmethod
+    def off(cls) -> Augmentation:
+        return cls(rotate=False, flip=False, scale=(1.0, 1.0), elastic_alpha=0.0, contrast=(1.0, 1.0),
+                   brightness=0.0, noise=0.0)
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def sample_grid(height: int, width: int, crop: int, aug: Augmentation, gen: torch.Generator) -> torch.Tensor:
+    """A (1, crop, crop, 2) sampling grid (normalised x, y in [-1, 1], align_corners=True) into an
+    image of ``height x width``: a random centre, rotation, flip, zoom and elastic displacement."""
+    cy = _uniform(gen, 0, height - 1)
+    cx = _uniform(gen, 0, width - 1)
+    angle = _uniform(gen, 0, 2 * math.pi) if aug.rotate else 0.0
+    lo, hi = aug.scale
+    zoom = math.exp(_uniform(gen, math.log(lo), math.log(hi)))
+    flip = -1.0 if aug.flip and float(torch.rand((), generator=gen)) < 0.5 else 1.0
+    r = torch.arange(crop, dtype=torch.float32) - (crop - 1) / 2
+    v, u = torch.meshgrid(r, r * flip, indexing="ij")
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    x = cx + cos * u - sin * v
+    y = cy + sin * u + cos * v
+    if aug.elastic_alpha > 0:
+        coarse = torch.randn((1, 2, aug.elastic_grid, aug.elastic_grid), generator=gen) * aug.elastic_alpha
+        disp = F.interpolate(coarse, size=(crop, crop), mode="bicubic", align_corners=True)[0]
+        x = x + disp[0]
+        y = y + disp[1]
+    grid = torch.stack([2 * x / max(width - 1, 1) - 1, 2 * y / max(height - 1, 1) - 1], dim=-1)
+    return grid[None]
+
+
+def jitter_intensity(image: torch.Tensor, aug: Augmentation, gen: torch.Generator) -> torch.Tensor:
+    """Contrast around 0.5, brightness shift, Gaussian noise on a (1, Y, X) normalised image."""
+    contrast = math.exp(_uniform(gen, math.log(aug.contrast[0]), math.log(aug.contrast[1])))
+    shift = _uniform(gen, -aug.brightness, aug.brightness)
+    out = (image - 0.5) * contrast + 0.5 + shift
+    if aug.noise > 0:
+        out = out + torch.randn(out.shape, generator=gen) * _uniform(gen, 0, aug.noise)
+    return out
+
+
+def random_crop(stack: torch.Tensor, crop: int, aug: Augmentation, gen: torch.Generator) -> torch.Tensor:
+    """One augmented crop of ``stack`` (1 + K, Y, X): channel 0 the image (bilinear), the rest binary
+    targets (bilinear, then thresholded at 0.5). Returns (1 + K, crop, crop)."""
+    _, h, w = stack.shape
+    grid = sample_grid(h, w, crop, aug, gen)
+    out = F.grid_sample(stack[None], grid, mode="bilinear", padding_mode="reflection", align_corners=True)[0]
+    image = jitter_intensity(out[:1], aug, gen)
+    targets = (out[1:] > 0.5).float()
+    return torch.cat([image, targets])

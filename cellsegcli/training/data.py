@@ -1,0 +1,138 @@
+"""Annotated folders: pairing images with masks, loading them as training samples.
+
+Two layouts are recognised:
+
+- ``images/`` + ``masks/`` paired by file stem (``images/a.tif`` <-> ``masks/a.png``);
+- Cellpose's: ``name_masks.tif`` (or ``.png``) beside ``name.tif``.
+
+Masks may be binary (0/1, 0/255) or instance labels. Instance labels are cleaned (the largest piece of each
+id is kept); binary masks become instances by connected components (touching cells then stay merged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CellsegError
+from ..instances import clean_instances, interior_target
+from ..normalize import BadFrameError, normalize, to_grey
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+MASK_SUFFIX = "_masks"
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    mask: Path
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+@dataclass
+class Sample:
+    """One annotated image ready for cropping: image (Y, X) float32 normalised, targets (K, Y, X) float32."""
+
+    name: str
+    image: np.ndarray
+    targets: np.ndarray
+    labels: np.ndarray
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def find_pairs(folder: Path) -> list[Pair]:
+    """Image/mask pairs of an annotated folder; unpaired files are refused by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CellsegError(f"{folder}: no such folder; give a folder with images/ and masks/ (or name_masks.tif files)")
+    if (folder / "images").is_dir() or (folder / "masks").is_dir():
+        images = {p.stem: p for p in _images_in(folder / "images")} if (folder / "images").is_dir() else {}
+        masks = {p.stem: p for p in _images_in(folder / "masks")} if (folder / "masks").is_dir() else {}
+        where = f"{folder}/images and {folder}/masks"
+    else:
+        files = _images_in(folder)
+        masks = {p.stem[: -len(MASK_SUFFIX)]: p for p in files if p.stem.endswith(MASK_SUFFIX)}
+        images = {p.stem: p for p in files if not p.stem.endswith(MASK_SUFFIX)}
+        where = str(folder)
+    if not images and not masks:
+        raise CellsegError(f"{folder}: no annotated images found; expected images/ + masks/ paired by name, "
+                           f"or name.tif beside name_masks.tif")
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_images or lonely_masks:
+        parts = []
+        if lonely_images:
+            parts.append(f"images without a mask: {', '.join(images[s].name for s in lonely_images[:5])}")
+        if lonely_masks:
+            parts.append(f"masks without an image: {', '.join(masks[s].name for s in lonely_masks[:5])}")
+        raise CellsegError(f"{where}: {'; '.join(parts)}; add the missing files or remove these")
+    return [Pair(images[s], masks[s]) for s in sorted(images)]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A single 2-D image (grey or RGB) as an array; errors name the file."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            data = tifffile.imread(path)
+        else:
+            from skimage.io import imread
+
+            data = imread(path)
+    except Exception as exc:
+        raise CellsegError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); check the file") from None
+    data = np.squeeze(np.asarray(data))
+    if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
+        data = np.moveaxis(data, 0, -1)
+    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
+        raise CellsegError(f"{path}: expected a 2-D grey or RGB image, got shape {data.shape}")
+    return data
+
+
+def mask_to_labels(mask: np.ndarray) -> np.ndarray:
+    """Binary (two values) masks -> connected components; instance masks -> cleaned instances (uint32)."""
+    from skimage.measure import label
+
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    values = np.unique(mask)
+    if len(values) <= 2:
+        return label(mask > 0, connectivity=1).astype(np.uint32)
+    return clean_instances(mask.astype(np.uint32))
+
+
+def load_sample(pair: Pair, *, percentiles: tuple[float, float]) -> Sample:
+    """Read, check and prepare one pair: normalised grey image and (cell, interior) targets."""
+    image = read_image(pair.image)
+    mask = read_image(pair.mask)
+    if image.shape[:2] != mask.shape[:2]:
+        raise CellsegError(f"{pair.mask}: shape {mask.shape[:2]} does not match its image {pair.image.name} "
+                           f"{image.shape[:2]}; masks must have their image's size")
+    try:
+        grey = normalize(to_grey(image), percentiles)
+    except BadFrameError as exc:
+        raise CellsegError(f"{pair.image}: {exc}; remove it from the annotations") from None
+    labels = mask_to_labels(mask)
+    targets = np.stack([labels > 0, interior_target(labels)]).astype(np.float32)
+    return Sample(pair.name, grey, targets, labels)
+
+
+def fingerprint(pairs: list[Pair]) -> str:
+    """sha256 over names and sizes of the files (a cheap identity of the training set)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in pairs:
+        for f in (p.image, p.mask):
+            digest.update(f"{f.name}:{f.stat().st_size};".encode())
+    return digest.hexdigest()[:16]

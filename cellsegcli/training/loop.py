@@ -1,0 +1,302 @@
+"""The training loop: plain functions receiving everything as arguments, checkpoints that hold what
+resuming needs, the best model (by validation loss) kept as a model folder.
+
+Model folder after training::
+
+    config.json, model.safetensors   the best epoch (fp16 weights), loadable by `cellseg segment`
+    last.pt                          the last epoch: weights, optimizer, scheduler, RNG, early stopping
+    history.csv, curves.png          per-epoch losses and validation Jaccard
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..device import autocast_dtype
+from ..errors import CellsegError
+from ..models import ModelConfig, build, load_model, save_model
+from ..models.imagenet import load_imagenet_encoder
+from .augment import Augmentation, random_crop
+from .data import Sample, find_pairs, fingerprint, load_sample
+from .early_stopping import EarlyStopping
+from .loss import bce_dice_loss
+
+LAST = "last.pt"
+HISTORY = "history.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are the papers' recipe (BCE + Dice, Adam, batch 8, early stopping)."""
+
+    architecture: str = "resnet18-unet"
+    init: str = "none"                  # none | imagenet | default | <model folder or shipped name>
+    imagenet_weights: Path | None = None
+    epochs: int = 100
+    patience: int = 10
+    lr: float = 1e-3
+    batch_size: int = 8
+    crop: int = 256
+    val_fraction: float = 0.2
+    seed: int = 0
+    steps_per_epoch: int | None = None  # default: about one pass over the training pixels
+    name: str | None = None             # model name in config.json (default: the folder's name)
+    percentiles: tuple[float, float] = (1.0, 99.8)
+    augment: Augmentation = field(default_factory=Augmentation)
+    command: str = ""                   # the command line, recorded as provenance
+    max_minutes: float | None = None    # stop cleanly (checkpointed) after this long
+
+    def __post_init__(self) -> None:
+        if self.crop % 32:
+            raise CellsegError(f"--crop {self.crop}: must be a multiple of 32")
+        if not 0 < self.val_fraction < 1:
+            raise CellsegError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
+        for opt, value in (("--epochs", self.epochs), ("--patience", self.patience), ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise CellsegError(f"{opt} {value}: must be at least 1")
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_jaccard: float
+    lr: float
+    seconds: float
+    improved: bool
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_jaccard: float
+    stopped: str
+    n_train: int
+    n_val: int
+
+
+def split_pairs(folder: Path, val_fraction: float, seed: int):
+    """Training and validation pairs: ``folder/val`` when present, else a seeded random split."""
+    pairs = find_pairs(folder)
+    if (folder / "val").is_dir():
+        return pairs, find_pairs(folder / "val")
+    if len(pairs) < 2:
+        raise CellsegError(f"{folder}: {len(pairs)} annotated image(s); need at least 2 for a validation split "
+                           f"(or add a val/ folder)")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * val_fraction)))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [pairs[i] for i in train], [pairs[i] for i in val]
+
+
+def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Module, ModelConfig | None]:
+    """The network to start from, per ``config.init``; returns (network, config of the model started from)."""
+    if config.init in ("none", "imagenet"):
+        network = build(config.architecture, in_channels=in_channels, classes=2)
+        if config.init == "imagenet":
+            if not hasattr(network, "encoder"):
+                raise CellsegError(f"--init imagenet: architecture {config.architecture} has no ResNet-18 encoder")
+            load_imagenet_encoder(network, config.imagenet_weights)
+        return network, None
+    source = "phase" if config.init == "default" else config.init
+    model = load_model(source)
+    network = model.network
+    if len(model.config.outputs) != 2:
+        raise CellsegError(f"--init {source}: model has outputs {model.config.outputs}; "
+                           f"fine-tuning needs a (cell, interior) model")
+    return network, model.config
+
+
+def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
+             gen: torch.Generator):
+    """``steps`` batches of augmented crops; images are drawn in proportion to their area."""
+    stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
+    weights = torch.tensor([s.image.size for s in samples], dtype=torch.float64)
+    for _ in range(steps):
+        idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
+        crops = torch.stack([random_crop(stacks[i], crop, aug, gen) for i in idx.tolist()])
+        yield crops[:, :1], crops[:, 1:]
+
+
+def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
+                    progress: Callable[..., None] | None = None, total: int = 0) -> float:
+    network.train()
+    amp = autocast_dtype(device)
+    losses = []
+    for step, (x, y) in enumerate(batches, start=1):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = network(x)
+        loss = bce_dice_loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step, total, loss=losses[-1])
+    return float(np.mean(losses))
+
+
+def _pad32(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 32, (-w) % 32
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x, (h, w)
+
+
+@torch.no_grad()
+def evaluate(network: nn.Module, samples: list[Sample], *, device: torch.device,
+             max_tile: int = 1024) -> tuple[float, float]:
+    """Mean validation loss and mean pixel Jaccard (cell channel, threshold 0.5) over whole images."""
+    network.eval()
+    amp = autocast_dtype(device)
+    losses, jaccards = [], []
+    for s in samples:
+        x, (h, w) = _pad32(torch.from_numpy(s.image)[None, None])
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = network(x.to(device).contiguous(memory_format=torch.channels_last))
+        logits = logits.float()[..., :h, :w]
+        y = torch.from_numpy(s.targets)[None].to(device)
+        losses.append(float(bce_dice_loss(logits, y)))
+        pred = logits[0, 0] > 0
+        gt = y[0, 0] > 0.5
+        union = float((pred | gt).sum())
+        jaccards.append(float((pred & gt).sum()) / union if union else 1.0)
+    return float(np.mean(losses)), float(np.mean(jaccards))
+
+
+def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history) -> None:
+    state = {
+        "epoch": epoch,
+        "network": network.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "stopper": stopper.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": json.dumps(history),
+    }
+    tmp = path.with_suffix(".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_history(folder: Path, history: list[dict]) -> None:
+    """history.csv and curves.png (loss and validation Jaccard per epoch)."""
+    if not history:
+        return
+    keys = list(history[0])
+    lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k])
+                                         for k in keys) for row in history]
+    (folder / HISTORY).write_text("\n".join(lines) + "\n")
+    from ..plots import plot_training_curves
+
+    plot_training_curves(history, folder / "curves.png")
+
+
+def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.device, resume: bool = False,
+          progress: Callable[..., None] | None = None, on_epoch: Callable[[EpochReport], None] | None = None
+          ) -> TrainResult:
+    """Train a model on the annotated folder ``annotations`` into the model folder ``out``."""
+    annotations, out = Path(annotations), Path(out)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_pairs, val_pairs = split_pairs(annotations, config.val_fraction, config.seed)
+    train_samples = [load_sample(p, percentiles=config.percentiles) for p in train_pairs]
+    val_samples = [load_sample(p, percentiles=config.percentiles) for p in val_pairs]
+    network, started_from = build_network(config)
+    architecture = started_from.architecture if started_from else config.architecture
+    network = network.to(device=device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                           patience=max(1, config.patience // 3))
+    stopper = EarlyStopping(config.patience)
+    history: list[dict] = []
+    start = 0
+    last = out / LAST
+    if resume:
+        if not last.is_file():
+            raise CellsegError(f"{last}: no checkpoint to resume from; run without --resume to start training")
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["stopper"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = json.loads(state["history"])
+        start = int(state["epoch"])
+    elif last.exists():
+        raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    area = sum(max(1, round(s.image.size / config.crop**2)) for s in train_samples)
+    steps = config.steps_per_epoch or max(1, math.ceil(area / config.batch_size))
+    data_id = fingerprint(train_pairs + val_pairs)
+    began = time.monotonic()
+    stopped = f"reached --epochs {config.epochs}"
+    epoch = start
+    for epoch in range(start + 1, config.epochs + 1):
+        t0 = time.monotonic()
+        batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen)
+        train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps)
+        val_loss, val_jaccard = evaluate(network, val_samples, device=device)
+        scheduler.step(val_loss)
+        improved, stop, reason = stopper.update(val_loss, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_jaccard": val_jaccard, "lr": lr, "seconds": time.monotonic() - t0})
+        if improved:
+            provenance = {
+                "command": config.command, "data": str(annotations), "data_fingerprint": data_id,
+                "n_train": len(train_pairs), "n_val": len(val_pairs),
+                "val_names": [p.name for p in val_pairs] if len(val_pairs) <= 50 else len(val_pairs),
+                "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
+                "batch_size": config.batch_size, "lr": config.lr, "steps_per_epoch": steps,
+                "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
+                "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+            model_config = ModelConfig(
+                name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
+                threshold=started_from.threshold if started_from else 0.5,
+                min_size=started_from.min_size if started_from else 0, training=provenance,
+                description=started_from.description if started_from else "",
+            )
+            save_model(network, model_config, out, half=True)
+        _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history)
+        write_history(out, history)
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch, config.epochs, train_loss, val_loss, val_jaccard, lr,
+                                 history[-1]["seconds"], improved))
+        if stop:
+            stopped = reason
+            break
+        if config.max_minutes is not None and time.monotonic() - began > 60 * config.max_minutes:
+            stopped = f"reached --max-minutes {config.max_minutes:g} (continue with --resume)"
+            break
+    best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+    return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
+                       best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs))
+
+
