@@ -1,0 +1,361 @@
+"""Streaming OME-Zarr (NGFF 0.5, Zarr v3) writer for a segmented time-lapse.
+
+Layout of ``NAME.zarr`` (T frames of Y x X pixels)::
+
+    NAME.zarr/                 group: NGFF image "image" (multiscales) + attrs["cellseg"]
+      0                        (T, Y, X) image_dtype   the input frames (absent with --no-image)
+      labels/                  group: attrs["ome"] = {"version": "0.5", "labels": ["cells"]}
+        cells/                 group: NGFF image "cells" + "image-label"
+          0                    (T, Y, X) uint32        instance labels, 0 = background
+      probabilities/           group: NGFF image "probabilities" (only with save_probabilities)
+        0                      (T, Y, X) uint8         cell probability x 255, rounded
+
+Every array has one chunk per frame, ``(1, Y, X)``, Zarr v3's default codecs (``bytes`` little
+endian + ``zstd`` level 0), fill value 0 and ``dimension_names`` ``("t", "y", "x")``; no sharding,
+so frames can be written in any order without rewriting a shard. The NGFF metadata is the one
+ome-zarr-py 0.18 writes (``write_image`` / ``write_labels``) for a single resolution level, with
+the dataset path ``"0"`` (ome-zarr-py names it ``"s0"``) and ``"version"`` in the ``labels`` group
+as the NGFF 0.5 specification requires.
+
+Without an image (``image_dtype=None``) the root group is a plain Zarr group whose ``"ome"``
+attributes hold only ``{"version": "0.5"}``: it is not an NGFF image, so ome-zarr-py and napari open
+``NAME.zarr/labels`` (or ``NAME.zarr/labels/cells``) instead of ``NAME.zarr``, and ``cells`` carries
+no ``source`` image. An array of zeros is deliberately not stored in place of the image: code that
+measures intensities should fail, not read zeros.
+
+Everything is written under a hidden sibling ``.NAME.zarr.partial-<pid>`` and renamed to
+``NAME.zarr`` by :meth:`OmeZarrWriter.commit`, so an interrupted run never leaves a result that
+looks finished; ``attrs["cellseg"]["complete"]`` is ``True`` only in a committed store.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from ..errors import CellsegError, OutputExistsError
+
+NGFF_VERSION = "0.5"
+LABEL_NAME = "cells"
+PROBABILITY_SCALE = 255  # stored uint8 value = round(probability * 255)
+
+
+def multiscales(name: str, pixel_size_um: float | None) -> list[dict]:
+    """NGFF 0.5 ``multiscales`` metadata for one (T, Y, X) resolution level stored at path ``"0"``.
+
+    Parameters
+    ----------
+    name : str
+        Name of the image (``"image"``, ``"cells"``, ``"probabilities"``).
+    pixel_size_um : float or None
+        Micrometres per pixel; ``None`` gives scale 1.0 and no unit.
+    """
+    known = pixel_size_um is not None
+    space = {"type": "space", "unit": "micrometer"} if known else {"type": "space"}
+    px = float(pixel_size_um) if known else 1.0
+    return [
+        {
+            "axes": [{"name": "t", "type": "time"}, {"name": "y", **space}, {"name": "x", **space}],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.0, px, px]},
+                        {"type": "translation", "translation": [0.0, 0.0, 0.0]},
+                    ],
+                }
+            ],
+            "name": name,
+        }
+    ]
+
+
+def as_json(attributes: dict) -> dict:
+    """Return ``attributes`` in plain JSON types, so that storing provenance never fails a run.
+
+    numpy scalars and arrays become numbers and lists, dates ISO strings, and anything else that JSON
+    does not know (paths, devices) its ``str``.
+    """
+
+    def default(value: object) -> object:
+        if isinstance(value, (np.generic, np.ndarray)):
+            return value.tolist()
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return str(value)
+
+    return json.loads(json.dumps(attributes, default=default))
+
+
+def os_error_message(path: Path, exc: OSError) -> str:
+    """One line for the user: which output failed and what to do about it."""
+    if exc.errno == errno.ENOSPC:
+        return f"{path}: no space left on the device; free some space or choose another output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: cannot write to {path.parent} (permission denied); choose a writable output folder"
+    return f"{path}: cannot write ({exc.strerror or exc}); check the output folder"
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree if it exists; a missing path (or parent) is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        path.unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def replace_path(src: Path, dst: Path, *, overwrite: bool) -> None:
+    """Rename ``src`` to ``dst``; an existing ``dst`` is removed only once ``src`` is in place."""
+    backup = None
+    if dst.exists() or dst.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{dst} exists; pass --overwrite to replace it")
+        backup = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        remove_path(backup)
+        os.replace(dst, backup)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, dst)
+        raise
+    if backup is not None:
+        remove_path(backup)
+
+
+class OmeZarrWriter:
+    """Write labels (and optionally the image and probabilities) of a (T, Y, X) stack frame by frame.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.zarr`` folder to create. Its parent folder is created if missing.
+    n_frames : int
+        Number of frames T; every frame must be written exactly once before :meth:`commit`.
+    shape : (int, int)
+        Frame shape (Y, X).
+    image_dtype : numpy dtype or None
+        dtype of the stored input frames, or ``None`` to store no image (``--no-image``).
+    pixel_size_um : float or None
+        Micrometres per pixel, written as the NGFF scale of y and x.
+    save_probabilities : bool
+        Also store the cell probability of each frame as uint8 (``probabilities/0``).
+    attributes : dict or None
+        Provenance stored under the root attribute ``"cellseg"`` (JSON-serialisable values).
+    overwrite : bool
+        Replace an existing ``path`` at :meth:`commit`; without it an existing ``path`` raises
+        :class:`~cellsegcli.errors.OutputExistsError` here.
+
+    Examples
+    --------
+    >>> with OmeZarrWriter(out, n_frames=len(stack), shape=(Y, X), image_dtype=np.uint16) as writer:
+    ...     for t, frame in enumerate(stack):
+    ...         writer.write_frame(t, segment(frame), image=frame)
+    ...     writer.commit({"seconds": elapsed})
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_frames: int,
+        shape: tuple[int, int],
+        image_dtype: np.dtype | None,
+        pixel_size_um: float | None = None,
+        save_probabilities: bool = False,
+        attributes: dict | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.n_frames = int(n_frames)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.image_dtype = None if image_dtype is None else np.dtype(image_dtype)
+        self.save_probabilities = save_probabilities
+        self.overwrite = overwrite
+        self._attributes = as_json(attributes or {})
+        self._written = np.zeros(self.n_frames, dtype=bool)
+        self._state = "open"  # -> "committed" | "aborted"
+        if self.n_frames < 1 or min(self.shape) < 1:
+            raise ValueError(f"need at least one frame of at least 1x1 pixels, got {n_frames} x {shape}")
+        if pixel_size_um is not None and not pixel_size_um > 0:
+            raise ValueError(f"pixel_size_um must be positive or None, got {pixel_size_um}")
+        if (self.path.exists() or self.path.is_symlink()) and not overwrite:
+            raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
+        self.temp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        with self._on_os_error():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_path(self.temp_path)
+            self._create(pixel_size_um)
+
+    def _create(self, pixel_size_um: float | None) -> None:
+        store = LocalStore(self.temp_path)
+        ome: dict = {"version": NGFF_VERSION}
+        if self.image_dtype is not None:
+            ome["multiscales"] = multiscales("image", pixel_size_um)
+        root_attrs = {"ome": ome, "cellseg": {**self._attributes, "complete": False}}
+        self._root = zarr.open_group(store, mode="w-", zarr_format=3, attributes=root_attrs)
+        self._image = None if self.image_dtype is None else self._create_array(self._root, self.image_dtype)
+
+        labels_ome = {"version": NGFF_VERSION, "labels": [LABEL_NAME]}
+        labels = self._root.create_group("labels", attributes={"ome": labels_ome})
+        image_label: dict = {"version": NGFF_VERSION}
+        if self.image_dtype is not None:
+            image_label["source"] = {"image": "../../"}
+        cells_ome = {
+            "version": NGFF_VERSION,
+            "multiscales": multiscales(LABEL_NAME, pixel_size_um),
+            "image-label": image_label,
+        }
+        cells = labels.create_group(LABEL_NAME, attributes={"ome": cells_ome})
+        self._labels = self._create_array(cells, np.dtype(np.uint32))
+
+        self._probabilities = None
+        if self.save_probabilities:
+            probs_attrs = {
+                "ome": {"version": NGFF_VERSION, "multiscales": multiscales("probabilities", pixel_size_um)},
+                "cellseg": {"content": "cell (foreground) probability", "value_scale": 1 / PROBABILITY_SCALE},
+            }
+            probs = self._root.create_group("probabilities", attributes=probs_attrs)
+            self._probabilities = self._create_array(probs, np.dtype(np.uint8))
+
+    def _create_array(self, group: zarr.Group, dtype: np.dtype) -> zarr.Array:
+        return group.create_array(
+            "0",
+            shape=(self.n_frames, *self.shape),
+            chunks=(1, *self.shape),
+            dtype=dtype,
+            fill_value=0,
+            dimension_names=("t", "y", "x"),
+        )
+
+    def write_frame(
+        self,
+        t: int,
+        labels: np.ndarray,
+        *,
+        image: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """Write frame ``t``; frames may come in any order, each exactly once.
+
+        Parameters
+        ----------
+        t : int
+            Frame index, ``0 <= t < n_frames``.
+        labels : (Y, X) non-negative integer array
+            Instance labels, 0 = background; stored as uint32.
+        image : (Y, X) array, required iff ``image_dtype`` was given
+            The input frame; must cast safely to ``image_dtype``.
+        probabilities : (Y, X) float array in [0, 1], required iff ``save_probabilities``
+            Cell (foreground) probability; stored as ``round(p * 255)`` in uint8.
+        """
+        self._check_open("write_frame")
+        if not 0 <= t < self.n_frames:
+            raise IndexError(f"frame {t} out of range for {self.n_frames} frames")
+        if self._written[t]:
+            raise RuntimeError(f"frame {t} written twice")
+        if (image is None) != (self._image is None):
+            raise ValueError("pass image= exactly when the writer was created with an image_dtype")
+        if (probabilities is None) != (self._probabilities is None):
+            raise ValueError("pass probabilities= exactly when the writer has save_probabilities=True")
+        frames = [(self._labels, _as_uint32_labels(self._check_shape(labels, "labels")))]
+        if image is not None:
+            image = self._check_shape(image, "image").astype(self.image_dtype, casting="safe")
+            frames.append((self._image, image))
+        if probabilities is not None:
+            probs = np.clip(self._check_shape(probabilities, "probabilities"), 0, 1)
+            frames.append((self._probabilities, np.rint(probs * PROBABILITY_SCALE).astype(np.uint8)))
+        with self._on_os_error():
+            for array, frame in frames:
+                array[t] = frame
+        self._written[t] = True
+
+    def _check_shape(self, array: np.ndarray, what: str) -> np.ndarray:
+        array = np.asarray(array)
+        if array.shape != self.shape:
+            raise ValueError(f"{what} frame has shape {array.shape}, expected {self.shape}")
+        return array
+
+    def commit(self, extra_attributes: dict | None = None) -> Path:
+        """Finish the store: record ``extra_attributes`` and ``"complete": True``, then rename it to ``path``.
+
+        Returns
+        -------
+        Path
+            The final path.
+
+        Raises
+        ------
+        RuntimeError
+            If a frame was never written (a bug in the caller).
+        OutputExistsError
+            If ``path`` appeared meanwhile and ``overwrite`` is False.
+        CellsegError
+            If the disk is full or the folder is not writable.
+        """
+        if self._state == "committed":
+            return self.path
+        self._check_open("commit")
+        missing = np.flatnonzero(~self._written)
+        if missing.size:
+            raise RuntimeError(f"{self.path}: {missing.size} frame(s) never written, first {int(missing[0])}")
+        attrs = {**self._attributes, **as_json(extra_attributes or {}), "complete": True}
+        with self._on_os_error():
+            self._root.attrs.update({"cellseg": attrs})
+            try:
+                replace_path(self.temp_path, self.path, overwrite=self.overwrite)
+            except OutputExistsError:
+                self.abort()
+                raise
+        self._state = "committed"
+        return self.path
+
+    def abort(self) -> None:
+        """Remove everything written so far; ``path`` is left as it was. Safe to call twice."""
+        if self._state != "committed":
+            self._state = "aborted"
+            remove_path(self.temp_path)
+
+    def _check_open(self, action: str) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"{self.path}: {action} after the writer was {self._state}")
+
+    @contextmanager
+    def _on_os_error(self) -> Iterator[None]:
+        """Turn an OSError (disk full, no permission) into a one-line CellsegError; remove the temp."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            raise CellsegError(os_error_message(self.path, exc)) from exc
+
+    def __enter__(self) -> OmeZarrWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.abort()
+
+
+def _as_uint32_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as uint32, refusing non-integer dtypes and values outside [0, 2**32)."""
+    if labels.dtype.kind not in "ui":
+        raise TypeError(f"labels must be an integer array, got {labels.dtype}")
+    if labels.dtype.itemsize > 4 or labels.dtype.kind == "i":
+        if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint32).max):
+            raise ValueError("labels must lie in [0, 2**32 - 1]")
+    return labels.astype(np.uint32, copy=False)
