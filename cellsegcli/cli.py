@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a problem with the input or options (one line on stderr
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -61,6 +60,23 @@ def _run(action: Callable[[], Any], *, debug: bool) -> Any:
         raise typer.Exit(2) from None
 
 
+def _command_line(ctx: typer.Context) -> str:
+    """The running command with every option spelled out (an exact, reproducible equivalent)."""
+    words = ["cellseg", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in ("debug", "as_json") or value is None or value is False:
+            continue
+        value = value.value if isinstance(value, Enum) else value
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif value is True:
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cellseg {__version__}")
@@ -77,6 +93,7 @@ def _main(
 
 @app.command("train")
 def train_cli(
+    ctx: typer.Context,
     annotations: Annotated[Path, typer.Argument(help="Folder with images/ + masks/ (or name_masks.tif files); "
                                                 "an optional val/ inside holds the validation set.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
@@ -106,6 +123,7 @@ def train_cli(
     debug: DebugOpt = False,
 ) -> None:
     """Train or fine-tune a model on a folder of annotated images."""
+    command = _command_line(ctx)
 
     def action() -> None:
         from dataclasses import asdict
@@ -118,7 +136,7 @@ def train_cli(
             architecture=f"smp:{smp_arch}" if smp_arch else arch.value, init=init,
             imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
-            max_minutes=max_minutes, command=shlex.join(["cellseg", *sys.argv[1:]]),
+            max_minutes=max_minutes, command=command,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
@@ -137,6 +155,108 @@ def train_cli(
         else:
             console.info(f"best epoch {result.best_epoch}: val loss {result.best_val_loss:.4f}, "
                          f"val Jaccard {result.best_val_jaccard:.4f}; stopped: {result.stopped}; model in {out}")
+
+    _run(action, debug=debug)
+
+
+class TTA(str, Enum):
+    auto = "auto"
+    none = "none"
+    flip = "flip"
+    d4 = "d4"
+
+
+class TableFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command("segment")
+def segment_cli(
+    inputs: Annotated[list[Path], typer.Argument(help="Stacks: TIFF/OME-TIFF/ImageJ files, folders of frames, "
+                                                 "or nd2/czi/lif through bioio.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: next to each "
+                   "input), or OUT.zarr for a single input.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name (see `cellseg models`) "
+                                       "or a model folder.")] = "phase",
+    tta: Annotated[TTA, typer.Option("--tta", help="Test-time augmentation: none, flip (4 flips), d4 (8 "
+                   "rotations/flips, ~8x the time); auto = d4 on GPU, none on CPU.")] = TTA.auto,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size, a multiple of 32 (default: 1024 "
+                    "on CPU, the model's on GPU).")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="Tile overlap as a fraction of the tile.")] = 0.25,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tiles per forward pass "
+                          "(default 8 on GPU, 1 on CPU).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cell probability threshold "
+                         "(default: the model's).")] = None,
+    min_size: Annotated[Optional[int], typer.Option("--min-size", help="Smallest cell kept, in pixels.")] = None,
+    axes: Annotated[Optional[str], typer.Option("--axes", help="Override the file's axes, e.g. TYX, TCYX.")] = None,
+    channel: Annotated[Optional[int], typer.Option("--channel", help="Channel to segment when there are "
+                       "several.")] = None,
+    pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Micrometres per pixel "
+                          "(default: from the file's metadata).")] = None,
+    no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the image into the zarr.")] = False,
+    save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also store the cell "
+                                  "probability (uint8).")] = False,
+    table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Segment every frame of each stack into OME-Zarr labels and per-cell / per-frame tables."""
+
+    def action() -> None:
+        from . import console, pipeline
+
+        config = pipeline.SegmentConfig(
+            model=model, tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
+            min_size=min_size, device=device, axes=axes, channel=channel, pixel_size=pixel_size,
+            save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
+            overwrite=overwrite,
+        )
+        summaries = []
+        for source in inputs:
+            with console.progress(f"segment {source.name}", quiet=as_json) as report:
+                result = pipeline.segment(source, config, out=out, several=len(inputs) > 1, progress=report,
+                                          notify=None if as_json else console.info)
+            s = result.summary()
+            summaries.append(s)
+            if not as_json:
+                console.info(f"{source}: {s['frames']} frames, {s['cells_total']} cells "
+                             f"({s['cells_per_frame_mean']:.1f} per frame) in {s['seconds']:.1f} s "
+                             f"({s['frames_per_second']:.2f} frames/s) -> {s['zarr']}, {s['cells_table']}, "
+                             f"{s['frames_table']}")
+        if as_json:
+            console.print_json(summaries[0] if len(summaries) == 1 else summaries)
+
+    _run(action, debug=debug)
+
+
+@app.command("models")
+def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """List the shipped models with their metadata."""
+
+    def action() -> None:
+        from . import console
+        from .models.folder import file_sha256, read_config, shipped_models, WEIGHTS
+
+        rows = []
+        for folder in shipped_models():
+            c = read_config(folder)
+            t = c.training
+            rows.append({"name": c.name, "architecture": c.architecture, "path": str(folder),
+                         "description": c.description, "val_jaccard": t.get("val_jaccard"),
+                         "epochs": t.get("epoch"), "trained_on": t.get("data"),
+                         "sha256": file_sha256(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else None})
+        if as_json:
+            console.print_json(rows)
+            return
+        if not rows:
+            console.info("no shipped models found (looked in weights/ or $CELLSEG_WEIGHTS)")
+            return
+        console.table("shipped models", ["name", "architecture", "val Jaccard", "epochs", "description"],
+                      [[r["name"], r["architecture"], r["val_jaccard"] if r["val_jaccard"] is not None else "-",
+                        r["epochs"] or "-", r["description"]] for r in rows])
 
     _run(action, debug=debug)
 

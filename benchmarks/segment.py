@@ -1,0 +1,154 @@
+"""Benchmark `cellseg segment`: frames/s, peak RSS and overhead over the bare model forward.
+
+Runs each case in a fresh subprocess (so peak RSS is that run's own) and prints a table:
+
+- the t98g stack (37 x 1022 x 1024) with --tta none, and its first frames with --tta d4;
+- a 370-frame stack (the 37 frames repeated 10 times, written to a temporary TIFF) with --tta none,
+  to show that memory does not grow with the stack's length;
+- on a GPU, a mosaic of real frames at the papers' frame size 2568 x 1912;
+- the bare forward time of the same tiles (same tile size, batch and TTA count, random input), so that
+  overhead = end-to-end / forward is visible.
+
+    python benchmarks/segment.py [--data ../shared/data] [--model phase] [--device auto] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUN = r"""
+import json, resource, sys, time
+from pathlib import Path
+from cellsegcli import pipeline
+cfg = pipeline.SegmentConfig(**json.loads(sys.argv[1]))
+t0 = time.perf_counter()
+r = pipeline.segment(Path(sys.argv[2]), cfg, out=Path(sys.argv[3]))
+s = r.summary()
+s["wall"] = time.perf_counter() - t0
+s["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(s))
+"""
+
+FORWARD = r"""
+import json, sys, time, torch
+from cellsegcli.device import resolve_device, autocast_dtype
+from cellsegcli.inference import network_callable
+from cellsegcli.models import load_model
+model, tile, n, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+dev = resolve_device(device)
+net = network_callable(load_model(model).network, dev)
+amp = autocast_dtype(dev)
+x = torch.rand(batch, 1, tile, tile, device=dev)
+def run():
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+        return torch.sigmoid(net(x).float())
+run()
+if dev.type == "cuda": torch.cuda.synchronize()
+t0 = time.perf_counter()
+for _ in range(max(1, n // batch)):
+    run()
+if dev.type == "cuda": torch.cuda.synchronize()
+print(json.dumps({"seconds": time.perf_counter() - t0, "tiles": max(1, n // batch) * batch}))
+"""
+
+
+def _python(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _segment(stack: Path, tmp: Path, **config) -> dict:
+    out = tmp / f"out-{time.monotonic_ns()}.zarr"
+    return _python(RUN, json.dumps(config), str(stack), str(out))
+
+
+def _write_subset(src: Path, dst: Path, frames: list[int]) -> Path:
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif, tifffile.TiffWriter(dst) as out:
+        series = tif.series[0]
+        for i, t in enumerate(frames):
+            out.write(series.asarray(key=t), contiguous=True, metadata={"axes": "TYX"} if i == 0 else None)
+    return dst
+
+
+def _write_mosaic(src: Path, dst: Path, frames: int, shape=(1912, 2568)) -> Path:
+    """Frames of the papers' size stitched from real frames (mirrored tiles so edges stay continuous)."""
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif, tifffile.TiffWriter(dst) as out:
+        series = tif.series[0]
+        n = series.shape[0]
+        for t in range(frames):
+            f = series.asarray(key=t % n)
+            big = np.block([[f, f[:, ::-1], f], [f[::-1], f[::-1, ::-1], f[::-1]]])[: shape[0], : shape[1]]
+            out.write(big, contiguous=True, metadata={"axes": "TYX"} if t == 0 else None)
+    return dst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("CELLSEG_DATA", ROOT.parent / "shared" / "data")))
+    parser.add_argument("--model", default="phase")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--d4-frames", type=int, default=3, help="frames segmented with d4 TTA on CPU")
+    parser.add_argument("--quick", action="store_true", help="skip the 370-frame run")
+    args = parser.parse_args()
+    stack = args.data / "t98g-timelapse" / "stack.tif"
+    if not stack.is_file():
+        raise SystemExit(f"{stack}: not found; pass --data to the shared data folder")
+    import torch
+
+    gpu = torch.cuda.is_available() and args.device in ("auto", "cuda") or args.device.startswith("cuda")
+    base = {"model": args.model, "device": args.device, "overwrite": True}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        cases = [("t98g 37 x 1022x1024", stack, "none")]
+        if gpu:
+            cases.append(("t98g 37 x 1022x1024", stack, "d4"))
+        else:
+            cases.append((f"t98g {args.d4_frames} x 1022x1024", _write_subset(stack, tmp / "d4.tif",
+                                                                             list(range(args.d4_frames))), "d4"))
+        if not args.quick:
+            cases.append(("t98g x10: 370 x 1022x1024", _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10),
+                          "none"))
+        if gpu:
+            mosaic = _write_mosaic(stack, tmp / "mosaic.tif", 37)
+            cases += [("mosaic 37 x 2568x1912", mosaic, "none"), ("mosaic 37 x 2568x1912", mosaic, "d4")]
+        for name, path, tta in cases:
+            s = _segment(path, tmp, tta=tta, **base)
+            n_tta = {"none": 1, "flip": 4, "d4": 8}[tta]
+            from cellsegcli.tiling import make_grid
+
+            grid = make_grid(tuple(s["shape"]), tile=s["tile"], overlap=0.25)
+            tiles = s["frames"] * len(grid.tiles) * n_tta
+            batch = 1 if s["device"] == "cpu" else 8
+            fwd = _python(FORWARD, args.model, str(grid.tile), str(tiles), str(batch), args.device)
+            bare = fwd["seconds"] * tiles / fwd["tiles"]
+            rows.append([name, s["device"], tta, s["frames"], s["frames"] / s["seconds"], s["peak_rss_mb"],
+                         s["seconds"], s["forward_seconds"], bare, s["seconds"] / bare])
+            print(f"done: {name} {tta}", file=sys.stderr, flush=True)
+    header = ["case", "device", "tta", "frames", "frames/s", "peak RSS MB", "end-to-end s", "forward in run s",
+              "bare forward s", "overhead x"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Use cases shared by the CLI and the Python API. Nothing here prints or exits: progress goes through a
+callback, results come back as dataclasses, problems the user can fix raise :class:`CellsegError`.
+
+``segment`` streams a stack through three stages that overlap in time:
+
+    reader thread  --(raw, normalised frame)-->  device (tiles x TTA)  --probabilities-->  post thread
+    (lazy TIFF/folder reads, percentiles)                                   (instances, tables, zarr write)
+
+Queues between the stages hold at most two frames, so memory does not grow with the stack's length.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import CellsegError
+
+Progress = Callable[..., None]
+CPU_TILE = 1024   # on CPU one large tile beats several overlapping small ones (no batching gain there)
+GPU_BATCH = 8
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Options of ``cellseg segment``; ``None`` means "the model's (or the device's) default"."""
+
+    model: str = "phase"
+    tta: str = "auto"                  # auto (d4 on GPU, none on CPU) | none | flip | d4
+    tile: int | None = None
+    overlap: float = 0.25
+    batch_size: int | None = None
+    threshold: float | None = None
+    seed_threshold: float | None = None
+    min_size: int | None = None
+    device: str = "auto"
+    axes: str | None = None
+    channel: int | None = None
+    pixel_size: float | None = None
+    save_image: bool = True
+    save_probabilities: bool = False
+    table_format: str = "csv"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class Outputs:
+    zarr: Path
+    cells: Path
+    frames: Path
+
+    @classmethod
+    def for_input(cls, source: Path, out: Path | None, *, several: bool, table_format: str) -> Outputs:
+        """Output paths: next to the input by default; ``out`` is a folder, or the .zarr path for one input."""
+        stem = source.stem if source.is_file() or source.suffix else source.name
+        if stem.endswith(".ome"):
+            stem = stem[:-4]
+        if out is not None and out.suffix == ".zarr" and not several:
+            zarr_path = out
+        else:
+            folder = out if out is not None else source.parent
+            zarr_path = folder / f"{stem}.zarr"
+        base = zarr_path.with_suffix("")
+        ext = "parquet" if table_format == "parquet" else "csv"
+        return cls(zarr_path, base.with_name(f"{base.name}.cells.{ext}"), base.with_name(f"{base.name}.frames.{ext}"))
+
+
+@dataclass
+class SegmentResult:
+    input: Path
+    outputs: Outputs
+    n_frames: int
+    shape: tuple[int, int]
+    model: str
+    model_sha256: str | None
+    device: str
+    tta: str
+    tile: int
+    seconds: float
+    forward_seconds: float
+    cells_per_frame: list[int] = field(default_factory=list)
+    pixel_size_um: float | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.n_frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.cells_per_frame
+        return {
+            "input": str(self.input), "zarr": str(self.outputs.zarr), "cells_table": str(self.outputs.cells),
+            "frames_table": str(self.outputs.frames), "frames": self.n_frames, "shape": list(self.shape),
+            "pixel_size_um": self.pixel_size_um, "model": self.model, "model_sha256": self.model_sha256,
+            "device": self.device, "tta": self.tta, "tile": self.tile, "seconds": round(self.seconds, 3),
+            "forward_seconds": round(self.forward_seconds, 3),
+            "frames_per_second": round(self.frames_per_second, 4),
+            "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
+        }
+
+
+def resolve_tta(tta: str, device: torch.device) -> str:
+    if tta == "auto":
+        return "d4" if device.type == "cuda" else "none"
+    return tta
+
+
+def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event) -> None:
+    """Read and normalise frames ahead of the device; errors travel down the queue."""
+    from .normalize import BadFrameError, normalize
+
+    try:
+        for t in range(len(stack)):
+            if stop.is_set():
+                return
+            raw = stack.frame(t)
+            try:
+                norm = normalize(raw, percentiles)
+            except BadFrameError as exc:
+                raise CellsegError(f"{path}: frame {t}: {exc}; remove or replace that frame") from None
+            out.put((raw, norm))
+        out.put(None)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        out.put(exc)
+
+
+def _frames(q: queue.Queue, raws: list) -> Iterator[np.ndarray]:
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        raw, norm = item
+        raws.append(raw)
+        yield norm
+
+
+def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, several: bool = False,
+            progress: Progress | None = None, notify: Callable[[str], None] | None = None) -> SegmentResult:
+    """Segment every frame of ``source`` into an OME-Zarr of labels plus per-cell and per-frame tables."""
+    from .device import autocast_dtype, resolve_device
+    from .inference import InferenceOptions, TiledPredictor, network_callable
+    from .instances import label_instances
+    from .io.omezarr import OmeZarrWriter
+    from .io.readers import open_stack
+    from .io.tables import TableWriter
+    from .models import load_model
+    from .morphology import cell_table, frame_table_row
+
+    started = time.monotonic()
+    source = Path(source)
+    device = resolve_device(config.device)
+    model = load_model(config.model)
+    mc = model.config
+    tta = resolve_tta(config.tta, device)
+    tile = config.tile or (CPU_TILE if device.type == "cpu" else mc.tile)
+    batch = config.batch_size or (1 if device.type == "cpu" else GPU_BATCH)
+    try:
+        options = InferenceOptions(tile=tile, overlap=config.overlap, tta=tta, batch_size=batch)
+    except ValueError as exc:
+        raise CellsegError(f"--tile/--overlap/--tta: {exc}") from None
+    threshold = mc.threshold if config.threshold is None else config.threshold
+    seed_threshold = mc.seed_threshold if config.seed_threshold is None else config.seed_threshold
+    min_size = mc.min_size if config.min_size is None else config.min_size
+    outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
+    stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
+    info = stack.info
+    px = info.pixel_size_um
+    attributes = {
+        "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
+        "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
+        "threshold": threshold, "seed_threshold": seed_threshold, "min_size": min_size,
+        "device": str(device), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
+    }
+    predictor = TiledPredictor(network_callable(model.network, device), device, options,
+                               autocast=autocast_dtype(device))
+    counts: list[int] = []
+    with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
+                              image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
+                              save_probabilities=config.save_probabilities, attributes=attributes,
+                              overwrite=config.overwrite) as zarr_out, \
+            TableWriter(outputs.cells, format=config.table_format, overwrite=config.overwrite) as cells_out, \
+            TableWriter(outputs.frames, format=config.table_format, overwrite=config.overwrite) as frames_out:
+
+        def post(t: int, prob: np.ndarray, raw: np.ndarray) -> None:
+            interior = prob[1] if prob.shape[0] > 1 else None
+            labels = label_instances(prob[0], interior, threshold=threshold, seed_threshold=seed_threshold,
+                                     min_size=min_size)
+            cells_out.append(cell_table(labels, raw, frame=t, pixel_size_um=px))
+            frames_out.append({k: [v] for k, v in frame_table_row(labels, frame=t, pixel_size_um=px).items()})
+            zarr_out.write_frame(t, labels, image=raw if config.save_image else None,
+                                 probabilities=prob[0] if config.save_probabilities else None)
+            counts.append(int(labels.max()))
+
+        frames_q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        reader = threading.Thread(target=_reader, args=(stack, mc.percentiles, source, frames_q, stop), daemon=True)
+        reader.start()
+        raws: list[np.ndarray] = []
+        pending: list[Future] = []
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
+                for t, prob in enumerate(predictor.predict_stream(_frames(frames_q, raws))):
+                    pending.append(pool.submit(post, t, prob, raws.pop(0)))
+                    while len(pending) > 1 or (pending and pending[0].done()):
+                        pending.pop(0).result()
+                        if progress is not None:
+                            progress(len(counts), info.n_frames)
+                    if t == 0 and notify is not None and info.n_frames > 1:
+                        per = time.monotonic() - started
+                        notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
+                               f"~{per * info.n_frames / 60:.1f} min for {info.n_frames} frames")
+                for f in pending:
+                    f.result()
+        finally:
+            stop.set()
+            while reader.is_alive():
+                try:
+                    frames_q.get_nowait()
+                except queue.Empty:
+                    reader.join(timeout=0.1)
+        if progress is not None:
+            progress(len(counts), info.n_frames)
+        seconds = time.monotonic() - started
+        cells_out.commit()
+        frames_out.commit()
+        zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts))})
+    return SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, str(device), tta,
+                         tile, seconds, predictor.forward_seconds, counts, px)

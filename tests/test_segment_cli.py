@@ -1,0 +1,159 @@
+"""End-to-end runs of `cellseg segment` and `cellseg models` through typer's CliRunner, with a small
+randomly initialised model built in the test (network outputs are not asserted, only the product)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import zarr
+from typer.testing import CliRunner
+
+from cellsegcli.cli import app
+from cellsegcli.models import ModelConfig, build, save_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("weights")
+    import torch
+
+    torch.manual_seed(0)
+    net = build("resnet18-fpn", in_channels=1, classes=2)
+    save_model(net, ModelConfig(name="tiny", architecture="resnet18-fpn", description="random weights, tests"),
+               root / "tiny", half=True)
+    return root
+
+
+@pytest.fixture
+def env(weights, monkeypatch):
+    monkeypatch.setenv("CELLSEG_WEIGHTS", str(weights))
+    return weights
+
+
+def _stack(path: Path, frames: int = 3, shape=(96, 128), dtype=np.uint16) -> Path:
+    rng = np.random.default_rng(0)
+    data = (rng.random((frames, *shape)) * 1000).astype(dtype)
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.5, 1 / 0.5), metadata={"axes": "TYX", "unit": "um"})
+    return path
+
+
+def _segment(*args: str):
+    return runner.invoke(app, ["segment", "--model", "tiny", "--device", "cpu", *args])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".tif")
+
+
+def test_segment_writes_labels_tables_and_summary(env, tmp_path):
+    src = _stack(tmp_path / "movie.tif")
+    result = _segment(str(src), "--json", "--tile", "64")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 3 and summary["shape"] == [96, 128] and summary["pixel_size_um"] == 0.5
+    assert summary["model"] == "tiny" and summary["tta"] == "none" and summary["tile"] == 64
+    labels = zarr.open_group(tmp_path / "movie.zarr", mode="r")["labels/cells/0"]
+    assert labels.shape == (3, 96, 128) and labels.dtype == np.uint32 and labels.chunks == (1, 96, 128)
+    root = zarr.open_group(tmp_path / "movie.zarr", mode="r")
+    assert root.attrs["cellseg"]["complete"] is True
+    assert root.attrs["cellseg"]["model_sha256"] == summary["model_sha256"]
+    np.testing.assert_array_equal(root["0"][:], tifffile.imread(src))
+    frames = pd.read_csv(tmp_path / "movie.frames.csv")
+    assert list(frames["frame"]) == [0, 1, 2]
+    assert list(frames["cell_count"]) == [int(labels[t].max()) for t in range(3)]
+    cells = pd.read_csv(tmp_path / "movie.cells.csv")
+    assert len(cells) == frames["cell_count"].sum()
+    assert _leftovers(tmp_path) == ["movie.cells.csv", "movie.frames.csv", "movie.zarr"]
+
+
+def test_segment_output_is_readable_by_ome_zarr(env, tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    src = _stack(tmp_path / "a.tif", frames=2)
+    assert _segment(str(src), "-o", str(tmp_path / "out" / "res.zarr")).exit_code == 0
+    nodes = list(Reader(parse_url(str(tmp_path / "out" / "res.zarr")))())
+    assert any(node.load(Label) for node in nodes)
+    assert (tmp_path / "out" / "res.cells.csv").is_file()
+
+
+def test_several_inputs_go_to_one_output_folder(env, tmp_path):
+    a, b = _stack(tmp_path / "a.tif", frames=1), _stack(tmp_path / "b.tif", frames=2)
+    result = _segment(str(a), str(b), "-o", str(tmp_path / "res"), "--json", "--no-image", "--table-format",
+                      "parquet")
+    assert result.exit_code == 0, result.output
+    assert [s["frames"] for s in json.loads(result.stdout)] == [1, 2]
+    assert len(pd.read_parquet(tmp_path / "res" / "b.frames.parquet")) == 2
+
+
+def _error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=1)
+    assert _segment(str(src)).exit_code == 0
+    again = _segment(str(src))
+    assert again.exit_code == 1
+    assert re.search(r"m\.zarr exists; pass --overwrite", _error_line(again))
+    assert _segment(str(src), "--overwrite").exit_code == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "nan", "constant", "axes", "model", "tile"])
+def test_bad_input_gives_one_line_exit_1_and_no_output(env, tmp_path, case):
+    src = tmp_path / "bad.tif"
+    args: list[str] = []
+    if case == "missing":
+        src = tmp_path / "nope.tif"
+    elif case == "corrupt":
+        src.write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    elif case in ("nan", "constant"):
+        data = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+        data[1] = np.nan if case == "nan" else 7.0
+        tifffile.imwrite(src, data, metadata={"axes": "TYX"})
+    else:
+        _stack(src, frames=2)
+        args = {"axes": ["--axes", "CZYX"], "model": ["--model", "nosuchmodel"], "tile": ["--tile", "100"]}[case]
+    result = _segment(str(src), *args)
+    assert result.exit_code == 1, result.output
+    line = _error_line(result)
+    if case == "nan":
+        assert "frame 1" in line and "NaN" in line
+    if case == "constant":
+        assert "frame 1" in line and "constant" in line
+    if case == "model":
+        assert "tiny" in line  # lists the models there are
+    assert _leftovers(tmp_path) == []
+
+
+def test_unwritable_output_location_fails_cleanly(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=1)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _segment(str(src), "-o", str(blocker / "sub"))
+    assert result.exit_code == 1
+    assert str(blocker) in _error_line(result)
+
+
+def test_models_lists_shipped_models_as_json(env):
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == ["tiny"] and rows[0]["architecture"] == "resnet18-fpn"
+    assert len(rows[0]["sha256"]) == 64
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("cellseg ")

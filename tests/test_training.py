@@ -1,0 +1,203 @@
+"""Training: data pairing, augmentation alignment, loss, early stopping, resume, ImageNet loading, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from cellsegcli.cli import app
+from cellsegcli.errors import CellsegError
+from cellsegcli.models import build, load_model
+from cellsegcli.models.imagenet import load_imagenet_encoder
+from cellsegcli.training.augment import Augmentation, random_crop
+from cellsegcli.training.data import find_pairs
+from cellsegcli.training.early_stopping import EarlyStopping
+from cellsegcli.training.loop import TrainConfig, train
+from cellsegcli.training.loss import bce_dice_loss
+
+CPU = torch.device("cpu")
+runner = CliRunner()
+
+
+def _disks_image(rng, size=96, n=6):
+    yy, xx = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.uint16)
+    for i in range(1, n + 1):
+        cy, cx, r = rng.uniform(12, size - 12), rng.uniform(12, size - 12), rng.uniform(5, 10)
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = i
+    image = (labels > 0) * 800 + rng.normal(200, 30, labels.shape)
+    return image.astype(np.uint16), labels
+
+
+def _annotations(root: Path, n=4, layout="folders", size=96) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        image, labels = _disks_image(rng, size)
+        if layout == "folders":
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            (root / "masks").mkdir(exist_ok=True)
+            tifffile.imwrite(root / "images" / f"im{i}.tif", image)
+            tifffile.imwrite(root / "masks" / f"im{i}.tif", labels)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(root / f"im{i}.tif", image)
+            tifffile.imwrite(root / f"im{i}_masks.tif", labels)
+    return root
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(architecture="resnet18-fpn", epochs=1, batch_size=2, crop=64, steps_per_epoch=2, patience=3, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_both_annotation_layouts_pair_by_name(tmp_path):
+    a = find_pairs(_annotations(tmp_path / "a", n=2))
+    b = find_pairs(_annotations(tmp_path / "b", n=2, layout="cellpose"))
+    assert [p.name for p in a] == [p.name for p in b] == ["im0", "im1"]
+    assert b[0].mask.name == "im0_masks.tif"
+
+
+def test_unpaired_files_are_named(tmp_path):
+    root = _annotations(tmp_path, n=2)
+    (root / "masks" / "im1.tif").unlink()
+    with pytest.raises(CellsegError, match=r"images without a mask: im1\.tif"):
+        find_pairs(root)
+
+
+def test_augmented_image_and_targets_stay_aligned():
+    rng = np.random.default_rng(1)
+    _, labels = _disks_image(rng, 128)
+    fg = (labels > 0).astype(np.float32)
+    stack = torch.from_numpy(np.stack([fg, fg, fg]))
+    aug = Augmentation(contrast=(1, 1), brightness=0, noise=0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        crop = random_crop(stack, 64, aug, gen)
+        agree = ((crop[0] > 0.5) == (crop[1] > 0.5)).float().mean()
+        assert agree == 1.0
+        assert set(torch.unique(crop[1]).tolist()) <= {0.0, 1.0}
+
+
+def test_loss_is_zero_for_confident_correct_logits_and_large_otherwise():
+    y = (torch.rand(2, 2, 16, 16) > 0.5).float()
+    assert bce_dice_loss((y * 2 - 1) * 30, y) < 1e-3
+    assert bce_dice_loss((1 - y * 2) * 30, y) > 10
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    stop = EarlyStopping(patience=2)
+    assert stop.update(1.0, 1) == (True, False, "")
+    assert stop.update(0.9, 2)[0] is True
+    assert stop.update(0.95, 3)[:2] == (False, False)
+    improved, should_stop, reason = stop.update(0.91, 4)
+    assert not improved and should_stop and "best 0.9000 at epoch 2" in reason
+
+
+def test_loss_falls_on_a_learnable_set(tmp_path):
+    root = _annotations(tmp_path / "ann", n=4)
+    out = tmp_path / "m"
+    result = train(root, out, _config(epochs=3, steps_per_epoch=8, lr=3e-3, val_fraction=0.25), device=CPU)
+    history = (out / "history.csv").read_text().splitlines()
+    losses = [float(line.split(",")[1]) for line in history[1:]]
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.8
+    model = load_model(out)
+    assert model.config.architecture == "resnet18-fpn" and model.config.training["n_val"] == 1
+    assert result.best_epoch >= 1 and (out / "curves.png").stat().st_size > 1000
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    out = tmp_path / "m"
+    train(root, out, _config(epochs=1), device=CPU)
+    with pytest.raises(CellsegError, match="--resume"):
+        train(root, out, _config(epochs=2), device=CPU)
+    result = train(root, out, _config(epochs=2), device=CPU, resume=True)
+    assert result.epochs_run == 2
+    epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2"]
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+
+
+def test_same_seed_gives_the_same_weights_on_cpu(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    for name in ("a", "b"):
+        train(root, tmp_path / name, _config(), device=CPU)
+    wa, wb = (torch.load(tmp_path / n / "last.pt", weights_only=True)["network"] for n in ("a", "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_imagenet_loader_maps_torchvision_keys(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference, path)
+    net = build("resnet18-unet", in_channels=1, classes=2)
+    with pytest.raises(CellsegError, match="sha256"):
+        load_imagenet_encoder(net, path)
+    load_imagenet_encoder(net, path, check_sha256=False)
+    enc = net.encoder.state_dict()
+    assert torch.equal(enc["layer3.1.conv2.weight"], reference["layer3.1.conv2.weight"])
+    assert torch.allclose(enc["conv1.weight"], reference["conv1.weight"].sum(1, keepdim=True))
+
+
+def test_imagenet_offline_without_a_file_fails_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CellsegError, match="--imagenet-weights"):
+        load_imagenet_encoder(build("resnet18-unet"), None)
+
+
+@pytest.mark.parametrize("case", ["empty", "unpaired", "mismatch", "single"])
+def test_train_cli_refuses_bad_annotation_folders(tmp_path, case):
+    root = tmp_path / "ann"
+    if case == "empty":
+        root.mkdir()
+    else:
+        _annotations(root, n=1 if case == "single" else 2)
+    if case == "unpaired":
+        tifffile.imwrite(root / "images" / "extra.tif", np.zeros((8, 8), np.uint16))
+    if case == "mismatch":
+        tifffile.imwrite(root / "masks" / "im1.tif", np.zeros((50, 50), np.uint16))
+    result = runner.invoke(app, ["train", str(root), "-o", str(tmp_path / "m"), "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and str(root) in lines[0]
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_cli_json_summary(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3, layout="cellpose")
+    result = runner.invoke(app, ["train", str(root), "-o", str(tmp_path / "m"), "--arch", "resnet18-fpn", "--epochs",
+                                 "1", "--crop", "64", "--batch-size", "2", "--steps-per-epoch", "1", "--device", "cpu",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs_run"] == 1 and summary["n_train"] + summary["n_val"] == 3
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["training"]["command"].startswith("cellseg train")
+
+
+@pytest.mark.data
+def test_one_epoch_on_real_crops_gives_a_loadable_model(shared_data, tmp_path):
+    from skimage.io import imread
+
+    src = shared_data / "usiigaci-phase"
+    root = tmp_path / "ann"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name in ("set01", "set02", "set03"):
+        tifffile.imwrite(root / "images" / f"{name}.tif", tifffile.imread(src / "images" / f"{name}.tif")[:128, :160])
+        tifffile.imwrite(root / "masks" / f"{name}.tif", imread(src / "masks" / f"{name}.png")[:128, :160])
+    train(root, tmp_path / "m", _config(arch := "resnet18-unet") if False else _config(architecture="resnet18-unet"),
+          device=CPU)
+    model = load_model(tmp_path / "m")
+    assert model.config.outputs == ("cell", "interior")
