@@ -1,0 +1,43 @@
+"""GPU checks: tiled TTA inference on CUDA matches the CPU result. Skipped without a CUDA device."""
+
+import numpy as np
+import pytest
+import torch
+
+from cellsegcli.device import autocast_dtype, resolve_device
+from cellsegcli.inference import InferenceOptions, TiledPredictor, network_callable
+from cellsegcli.models import build
+
+pytestmark = pytest.mark.gpu
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@requires_cuda
+def test_cuda_matches_cpu_with_tiling_and_d4():
+    torch.manual_seed(0)
+    net = build("resnet18-unet").eval()
+    frame = np.random.default_rng(0).random((300, 420), dtype=np.float32)
+    opts = InferenceOptions(tile=128, overlap=0.25, tta="d4", batch_size=8)
+    cpu = TiledPredictor(network_callable(net, torch.device("cpu")), torch.device("cpu"), opts).predict(frame)
+    dev = resolve_device("cuda")
+    gpu = TiledPredictor(network_callable(net, dev), dev, opts).predict(frame)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-3)
+    mixed = TiledPredictor(network_callable(net, dev), dev, opts, autocast=autocast_dtype(dev)).predict(frame)
+    assert np.abs(mixed - cpu).mean() < 2e-2
+
+
+@requires_cuda
+def test_identity_model_on_cuda_is_exact():
+    frame = np.random.default_rng(1).random((200, 260), dtype=np.float32)
+    dev = resolve_device("cuda")
+    out = TiledPredictor(lambda x: x, dev, InferenceOptions(tile=64, tta="d4"), activation=None).predict(frame)
+    np.testing.assert_allclose(out[0], frame, atol=2e-6)
+
+
+def test_cuda_request_without_a_gpu_fails_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from cellsegcli.errors import CellsegError
+
+    with pytest.raises(CellsegError, match="--device cpu"):
+        resolve_device("cuda")
