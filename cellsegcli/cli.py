@@ -1,7 +1,8 @@
 """The command line: the only module that imports typer. Each command parses options, builds a config,
 calls one function of :mod:`cellsegcli.pipeline` (or the training loop) and renders its result.
 
-Exit codes: 0 success, 1 a problem with the input or options (one line on stderr), 2 an internal error.
+Exit codes: 0 success, 1 a problem with the input or options (one line on stderr), 2 an internal error,
+3 a quality gate failed (``evaluate --min-jaccard``).
 """
 
 from __future__ import annotations
@@ -228,6 +229,47 @@ def segment_cli(
                              f"{s['frames_table']}")
         if as_json:
             console.print_json(summaries[0] if len(summaries) == 1 else summaries)
+
+    _run(action, debug=debug)
+
+
+@app.command("evaluate")
+def evaluate_cli(
+    pred: Annotated[Path, typer.Argument(help="Predicted labels: a .zarr from cellseg segment, a TIFF stack or a "
+                                         "folder of images.")],
+    gt: Annotated[Path, typer.Argument(help="Ground truth: the same kinds; binary masks or instance labels.")],
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the per-frame scores to this CSV.")] = None,
+    min_jaccard: Annotated[Optional[float], typer.Option("--min-jaccard", help="Exit with code 3 when the mean "
+                           "pixel Jaccard is below this.")] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score predicted labels against ground truth: pixel Jaccard/Dice/precision/recall, object F1@0.5,
+    DSB2018 mean AP and Cell Tracking Challenge SEG, per frame and as mean +- std."""
+
+    def action() -> None:
+        from . import console
+        from .evaluation import evaluate
+
+        with console.progress("evaluate", quiet=as_json) as report:
+            result = evaluate(pred, gt, progress=report)
+        if csv is not None:
+            from .io.tables import write_table
+
+            write_table({k: [r[k] for r in result.rows] for k in result.rows[0]}, csv, overwrite=True)
+        if as_json:
+            console.print_json(result.as_dict())
+        else:
+            names = {"jaccard": "pixel Jaccard", "dice": "pixel Dice", "precision": "pixel precision",
+                     "recall": "pixel recall", "object_precision": "object precision @0.5",
+                     "object_recall": "object recall @0.5", "f1": "object F1 @0.5", "mean_ap": "mean AP (DSB2018)",
+                     "seg": "SEG (CTC)"}
+            console.table(f"{pred} vs {gt} ({len(result.rows)} frames)", ["metric", "mean", "std"],
+                          [[label, result.summary[k]["mean"], result.summary[k]["std"]] for k, label in names.items()])
+        mean = result.summary["jaccard"]["mean"]
+        if min_jaccard is not None and not mean >= min_jaccard:
+            console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")
+            raise typer.Exit(3)
 
     _run(action, debug=debug)
 
