@@ -200,6 +200,8 @@ def segment_cli(
                                   "probability (uint8).")] = False,
     table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth labels (TIFF stack, folder or zarr) to "
+                  "score against; writes NAME.scores.csv.")] = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -208,13 +210,16 @@ def segment_cli(
 
     def action() -> None:
         from . import console, pipeline
+        from .errors import CellsegError
 
         config = pipeline.SegmentConfig(
             model=model, tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
             min_size=min_size, device=device, axes=axes, channel=channel, pixel_size=pixel_size,
             save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
-            overwrite=overwrite,
+            overwrite=overwrite, gt=gt,
         )
+        if gt is not None and len(inputs) > 1:
+            raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")
         summaries = []
         for source in inputs:
             with console.progress(f"segment {source.name}", quiet=as_json) as report:
@@ -227,6 +232,11 @@ def segment_cli(
                              f"({s['cells_per_frame_mean']:.1f} per frame) in {s['seconds']:.1f} s "
                              f"({s['frames_per_second']:.2f} frames/s) -> {s['zarr']}, {s['cells_table']}, "
                              f"{s['frames_table']}")
+                if result.scores:
+                    sc = result.scores
+                    console.info(f"scores vs {gt}: pixel Jaccard {sc['jaccard']['mean']:.4f}, "
+                                 f"Dice {sc['dice']['mean']:.4f}, object F1@0.5 {sc['f1']['mean']:.4f}, "
+                                 f"mean AP {sc['mean_ap']['mean']:.4f} -> {s['scores_table']}")
         if as_json:
             console.print_json(summaries[0] if len(summaries) == 1 else summaries)
 

@@ -52,6 +52,7 @@ class SegmentConfig:
     save_probabilities: bool = False
     table_format: str = "csv"
     overwrite: bool = False
+    gt: Path | None = None             # ground truth labels to score against (evaluation.open_labels)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Outputs:
     zarr: Path
     cells: Path
     frames: Path
+    scores: Path
 
     @classmethod
     def for_input(cls, source: Path, out: Path | None, *, several: bool, table_format: str) -> Outputs:
@@ -73,7 +75,7 @@ class Outputs:
             zarr_path = folder / f"{stem}.zarr"
         base = zarr_path.with_suffix("")
         ext = "parquet" if table_format == "parquet" else "csv"
-        return cls(zarr_path, base.with_name(f"{base.name}.cells.{ext}"), base.with_name(f"{base.name}.frames.{ext}"))
+        return cls(zarr_path, *(base.with_name(f"{base.name}.{kind}.{ext}") for kind in ("cells", "frames", "scores")))
 
 
 @dataclass
@@ -91,6 +93,7 @@ class SegmentResult:
     forward_seconds: float
     cells_per_frame: list[int] = field(default_factory=list)
     pixel_size_um: float | None = None
+    scores: dict[str, dict[str, float]] | None = None   # evaluation summary when ground truth was given
 
     @property
     def frames_per_second(self) -> float:
@@ -106,7 +109,19 @@ class SegmentResult:
             "forward_seconds": round(self.forward_seconds, 3),
             "frames_per_second": round(self.frames_per_second, 4),
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
+            **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
         }
+
+
+BASELINES = ("phantast", "egt")   # classical methods usable as --model, no network
+
+
+def _baseline_model(name: str):
+    from .models import Model, ModelConfig
+
+    config = ModelConfig(name=name, architecture=name, outputs=("cell",),
+                         description=f"classical baseline ({name}), cellsegcli/baselines.py")
+    return Model(config=config, network=None)
 
 
 def resolve_tta(tta: str, device: torch.device) -> str:
@@ -134,16 +149,36 @@ def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Ev
         out.put(exc)
 
 
-def _frames(q: queue.Queue, raws: list) -> Iterator[np.ndarray]:
+def _items(q: queue.Queue) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(raw, normalised) frames from the reader thread; re-raises the reader's errors."""
     while True:
         item = q.get()
         if item is None:
             return
         if isinstance(item, BaseException):
             raise item
-        raw, norm = item
-        raws.append(raw)
-        yield norm
+        yield item
+
+
+def _network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(raw frame, (K, Y, X) probabilities) through the tiled predictor."""
+    from collections import deque
+
+    raws: deque = deque()
+
+    def normalised():
+        for raw, norm in items:
+            raws.append(raw)
+            yield norm
+
+    for prob in predictor.predict_stream(normalised()):
+        yield raws.popleft(), prob
+
+
+def _baseline_stream(method, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(raw frame, (1, Y, X) binary mask as probabilities) from a classical method on the raw frame."""
+    for raw, _ in items:
+        yield raw, method(raw).astype(np.float32)[None]
 
 
 def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, several: bool = False,
@@ -161,7 +196,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     started = time.monotonic()
     source = Path(source)
     device = resolve_device(config.device)
-    model = load_model(config.model)
+    baseline = config.model in BASELINES
+    model = _baseline_model(config.model) if baseline else load_model(config.model)
     mc = model.config
     tta = resolve_tta(config.tta, device)
     tile = config.tile or (CPU_TILE if device.type == "cpu" else mc.tile)
@@ -176,6 +212,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
     stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
     info = stack.info
+    if config.gt is not None:
+        _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite)
     px = info.pixel_size_um
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
@@ -184,8 +222,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "device": str(device), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
     }
-    predictor = TiledPredictor(network_callable(model.network, device), device, options,
-                               autocast=autocast_dtype(device))
+    predictor = None if baseline else TiledPredictor(network_callable(model.network, device), device, options,
+                                                     autocast=autocast_dtype(device))
     counts: list[int] = []
     with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
                               image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
@@ -208,12 +246,17 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         stop = threading.Event()
         reader = threading.Thread(target=_reader, args=(stack, mc.percentiles, source, frames_q, stop), daemon=True)
         reader.start()
-        raws: list[np.ndarray] = []
         pending: list[Future] = []
+        if baseline:
+            from . import baselines
+
+            stream = _baseline_stream(getattr(baselines, config.model), _items(frames_q))
+        else:
+            stream = _network_stream(predictor, _items(frames_q))
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
-                for t, prob in enumerate(predictor.predict_stream(_frames(frames_q, raws))):
-                    pending.append(pool.submit(post, t, prob, raws.pop(0)))
+                for t, (raw, prob) in enumerate(stream):
+                    pending.append(pool.submit(post, t, prob, raw))
                     while len(pending) > 1 or (pending and pending[0].done()):
                         pending.pop(0).result()
                         if progress is not None:
@@ -237,5 +280,34 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         cells_out.commit()
         frames_out.commit()
         zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts))})
-    return SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, str(device), tta,
-                         tile, seconds, predictor.forward_seconds, counts, px)
+    result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, str(device), tta,
+                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px)
+    if config.gt is not None:
+        result.scores = _score(outputs, config.gt, config.table_format)
+    return result
+
+
+def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) -> None:
+    """Fail before segmenting when the ground truth cannot be scored against the stack."""
+    from .errors import OutputExistsError
+    from .evaluation import open_labels
+
+    labels = open_labels(gt)
+    try:
+        if len(labels) != n_frames:
+            raise CellsegError(f"{gt}: {len(labels)} ground-truth frames for a stack of {n_frames}; give one label "
+                               f"image per frame")
+    finally:
+        labels.close()
+    if scores.exists() and not overwrite:
+        raise OutputExistsError(f"{scores} exists; pass --overwrite to replace it")
+
+
+def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, dict[str, float]]:
+    from .evaluation import evaluate
+    from .io.tables import write_table
+
+    evaluation = evaluate(outputs.zarr, gt)
+    rows = evaluation.rows
+    write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
+    return evaluation.summary

@@ -1,0 +1,167 @@
+"""Probability maps -> instance labels, and the interior target that makes touching cells separable.
+
+cellseg's own models predict two maps per frame: channel 0 is the cell (foreground) probability and
+channel 1 the cell *interior* (each instance eroded so that touching cells are apart, see
+:func:`interior_target`). :func:`label_instances` thresholds the foreground into a mask and grows the
+connected interior blobs into it with a marker-controlled watershed; a binary-only model gets a
+distance-transform watershed instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import label as _label
+from skimage.morphology import h_maxima
+from skimage.segmentation import find_boundaries, relabel_sequential, watershed
+
+__all__ = ["clean_instances", "interior_target", "label_instances"]
+
+
+def label_instances(
+    foreground: np.ndarray,
+    interior: np.ndarray | None = None,
+    *,
+    threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 0,
+    min_seed_size: int = 16,
+    cell_radius: float | None = None,
+) -> np.ndarray:
+    """Split a foreground probability map into cell instances.
+
+    Parameters
+    ----------
+    foreground : (Y, X) float array
+        Cell probability in [0, 1]; pixels with ``foreground >= threshold`` form the cell mask.
+    interior : (Y, X) float array, optional
+        Cell-interior probability in [0, 1] (channel 1 of cellseg's models). The 8-connected blobs of
+        ``interior >= seed_threshold`` inside the mask seed a watershed of ``-interior`` restricted to
+        the mask; mask components that hold no seed become one instance each. Without it, the seeds
+        are the h-maxima of the mask's smoothed distance transform (see ``cell_radius``).
+    threshold : float
+        Foreground probability at or above which a pixel belongs to a cell.
+    seed_threshold : float
+        Interior probability at or above which a pixel is a seed pixel.
+    min_size : int
+        Instances with fewer pixels than this (after separation) are removed.
+    min_seed_size : int
+        Seeds with fewer pixels than this are ignored (specks of the interior map would each split
+        off a piece of their cell).
+    cell_radius : float, optional
+        Distance-transform fallback only: the typical radius of a cell in pixels. It sets both the
+        smoothing (sigma = 0.15 r) and the depth (h = 0.15 r) a maximum of the distance transform needs
+        to seed a cell. Default: the median, over the mask's connected components, of the largest
+        inscribed radius.
+
+    Returns
+    -------
+    (Y, X) uint32 array
+        Instance labels numbered 1..N, 0 is background.
+    """
+    foreground = np.asarray(foreground)
+    if foreground.ndim != 2:
+        raise ValueError(f"foreground must be a (Y, X) array, got shape {foreground.shape}")
+    mask = foreground >= threshold
+    if interior is not None:
+        interior = np.asarray(interior, dtype=np.float32)
+        if interior.shape != foreground.shape:
+            raise ValueError(f"interior shape {interior.shape} differs from foreground {foreground.shape}")
+        seeds = _drop_small(_label((interior >= seed_threshold) & mask, connectivity=2), min_seed_size)
+        labels = watershed(-interior, seeds, mask=mask, connectivity=2)
+    else:
+        labels = _distance_watershed(mask, cell_radius)
+    orphans = _label(mask & (labels == 0), connectivity=2)
+    labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    labels = _drop_small(labels, min_size)
+    return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
+
+
+def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Set the ids with fewer than ``min_size`` pixels to 0."""
+    if min_size <= 1:
+        return labels
+    small = np.bincount(labels.ravel()) < min_size
+    small[0] = False
+    return np.where(small[labels], 0, labels)
+
+
+def _distance_watershed(mask: np.ndarray, cell_radius: float | None) -> np.ndarray:
+    """Watershed of the mask's smoothed distance transform from its maxima at least 0.15 r deep."""
+    dist = ndi.distance_transform_edt(mask)
+    if cell_radius is None:
+        components, n = ndi.label(mask)
+        if n == 0:
+            return components
+        cell_radius = float(np.median(ndi.maximum(dist, components, np.arange(1, n + 1))))
+    depth = 0.15 * cell_radius
+    dist = ndi.gaussian_filter(dist, sigma=max(0.5, depth)) * mask
+    seeds = _label(h_maxima(dist, depth), connectivity=2)
+    return watershed(-dist, seeds, mask=mask, connectivity=2)
+
+
+def interior_target(labels: np.ndarray, *, width: int = 2, fraction: float = 0.5) -> np.ndarray:
+    """Training target for the interior channel: every instance eroded so touching cells are apart.
+
+    A pixel is interior when its distance to the nearest pixel of its instance's rim (pixels
+    4-adjacent to background or to another instance) is at least ``min(width, fraction * d_max)``,
+    where ``d_max`` is the instance's largest such distance, so that a small or thin cell keeps its
+    core. Interiors of different instances are never 4-adjacent, except for instances that are all
+    rim (one pixel thin), which are kept whole.
+
+    Parameters
+    ----------
+    labels : (Y, X) integer array
+        Instance labels, 0 is background.
+    width : int
+        Erosion depth in pixels for cells large enough to afford it.
+    fraction : float
+        Cap of the erosion depth relative to each cell's inscribed radius, in (0, 1].
+
+    Returns
+    -------
+    (Y, X) bool array
+    """
+    labels = np.asarray(labels)
+    rim = find_boundaries(labels, connectivity=1, mode="inner")
+    dist = ndi.distance_transform_edt(~rim)
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(labels.shape, bool)
+    d_max = np.zeros(n + 1)
+    d_max[1:] = ndi.maximum(dist, labels, np.arange(1, n + 1))
+    depth = np.minimum(width, fraction * d_max)
+    depth[0] = np.inf
+    # all-rim instances (d_max == 0) keep everything; others drop at least their rim
+    inside = (dist >= depth[labels]) & ((dist > 0) | (d_max[labels] == 0))
+    # erosion can cut a cell's interior in pieces (thin necks, ragged outlines): keep the largest, one seed per cell
+    return clean_instances(np.where(inside, labels, 0)) > 0
+
+
+def clean_instances(labels: np.ndarray) -> np.ndarray:
+    """Keep only the largest 8-connected piece of each instance id (drop stray annotation fragments).
+
+    Parameters
+    ----------
+    labels : (Y, X) integer array
+        Instance labels, 0 is background.
+
+    Returns
+    -------
+    (Y, X) array of the same dtype
+        The labels with every piece but the largest of each id set to 0; ids are not renumbered.
+    """
+    labels = np.asarray(labels)
+    pieces, n = _label(labels, background=0, connectivity=2, return_num=True)
+    if n == 0:
+        return labels.copy()
+    size = np.bincount(pieces.ravel(), minlength=n + 1)
+    owner = np.zeros(n + 1, labels.dtype)
+    owner[pieces.ravel()] = labels.ravel()
+    # sort pieces by (id, size): the last piece of each id is its largest
+    order = np.lexsort((size[1:], owner[1:])) + 1
+    ids = owner[order]
+    largest = order[np.r_[ids[1:] != ids[:-1], True]]
+    keep = np.zeros(n + 1, bool)
+    keep[largest] = True
+    return np.where(keep[pieces], labels, 0).astype(labels.dtype, copy=False)
