@@ -284,6 +284,36 @@ def evaluate_cli(
     _run(action, debug=debug)
 
 
+@app.command("overlay")
+def overlay_cli(
+    result: Annotated[Path, typer.Argument(help="A .zarr written by cellseg segment (or a label stack with --image).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs, GIF and plot.")] = Path("overlays"),
+    image: Annotated[Optional[Path], typer.Option("--image", help="The image stack, when RESULT holds none.")] = None,
+    gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground truth: false negatives magenta, false "
+                  "positives green.")] = None,
+    frame: Annotated[Optional[list[int]], typer.Option("--frame", help="Frames to draw (repeatable; default "
+                     "all).")] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Draw predicted outlines over the image (PNG per frame, GIF for a stack) and plot cells over time."""
+
+    def action() -> None:
+        from . import console, pipeline
+
+        with console.progress("overlay", quiet=as_json) as report:
+            res = pipeline.overlay(result, out, image=image, gt=gt, frames=frame or None, progress=report)
+        summary = {"pngs": [str(p) for p in res.pngs], "gif": str(res.gif) if res.gif else None,
+                   "plot": str(res.plot)}
+        if as_json:
+            console.print_json(summary)
+        else:
+            console.info(f"{len(res.pngs)} PNG overlays in {out}" + (f", animation {res.gif}" if res.gif else "")
+                         + f", plot {res.plot}")
+
+    _run(action, debug=debug)
+
+
 @app.command("models")
 def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """List the shipped models with their metadata."""

@@ -311,3 +311,67 @@ def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, dict[str,
     rows = evaluation.rows
     write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
     return evaluation.summary
+
+
+@dataclass
+class OverlayResult:
+    pngs: list[Path]
+    gif: Path | None
+    plot: Path
+
+
+def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | None = None,
+            frames: list[int] | None = None, progress: Progress | None = None) -> OverlayResult:
+    """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result."""
+    import zarr
+
+    from .evaluation import open_labels
+    from .io.readers import open_stack
+    from .metrics import pixel_scores
+    from .morphology import frame_table_row
+    from .overlay import overlay_frame, save_gif, save_png
+    from .plots import plot_timecourse
+
+    labels = open_labels(result)
+    if image is not None:
+        stack = open_stack(image)
+        get_image, close_image = stack.frame, stack.close
+    else:
+        root = zarr.open_group(result, mode="r") if result.suffix == ".zarr" else None
+        if root is None or "0" not in root:
+            labels.close()
+            raise CellsegError(f"{result}: holds no image (segmented with --no-image?); pass --image STACK")
+        get_image, close_image = (lambda t: np.asarray(root["0"][t])), (lambda: None)
+    truth = open_labels(gt) if gt is not None else None
+    try:
+        if truth is not None and len(truth) != len(labels):
+            raise CellsegError(f"{gt}: {len(truth)} frames but {result} has {len(labels)}")
+        chosen = frames if frames is not None else list(range(len(labels)))
+        bad = [t for t in chosen if not 0 <= t < len(labels)]
+        if bad:
+            raise CellsegError(f"--frame {bad[0]}: {result} has frames 0..{len(labels) - 1}")
+        name = result.name.removesuffix(".zarr")
+        pngs, rgbs, table, jaccard = [], [], {"frame": [], "cell_count": [], "confluence_percent": []}, []
+        for i, t in enumerate(chosen):
+            lab = labels.frame(t)
+            g = truth.frame(t) if truth is not None else None
+            rgb = overlay_frame(get_image(t), lab, g)
+            pngs.append(save_png(rgb, out / f"{name}_t{t:04d}.png"))
+            if len(chosen) > 1:
+                rgbs.append(rgb)
+            row = frame_table_row(lab, frame=t)
+            for k in table:
+                table[k].append(row[k])
+            if g is not None:
+                jaccard.append(pixel_scores(lab, g)["jaccard"])
+            if progress is not None:
+                progress(i + 1, len(chosen))
+        gif = save_gif(rgbs, out / f"{name}.gif") if rgbs else None
+        plot = plot_timecourse(table, out / f"{name}_timecourse.png", jaccard=jaccard if truth else None,
+                               title=name)
+    finally:
+        labels.close()
+        close_image()
+        if truth is not None:
+            truth.close()
+    return OverlayResult(pngs, gif, plot)

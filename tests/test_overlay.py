@@ -1,0 +1,58 @@
+"""Overlays: size, colours where the false positives / negatives are, outlines; the CLI writes PNG/GIF/plot."""
+
+import numpy as np
+import tifffile
+import zarr
+from PIL import Image
+from typer.testing import CliRunner
+
+from cellsegcli.cli import app
+from cellsegcli.overlay import FALSE_NEGATIVE, FALSE_POSITIVE, OUTLINE, overlay_frame
+
+
+def _case():
+    image = np.tile(np.linspace(0, 1000, 60, dtype=np.float32), (40, 1))
+    pred = np.zeros((40, 60), np.uint32)
+    gt = np.zeros((40, 60), np.uint32)
+    pred[5:20, 5:20] = 1     # true positive square, with a false-positive strip on its right
+    gt[5:20, 5:17] = 1
+    gt[25:35, 40:50] = 2     # a missed cell: false negative
+    return image, pred, gt
+
+
+def test_overlay_has_the_image_size_and_the_papers_colours():
+    image, pred, gt = _case()
+    rgb = overlay_frame(image, pred, gt)
+    assert rgb.shape == (40, 60, 3) and rgb.dtype == np.uint8
+    fn, fp = rgb[30, 45].astype(int), rgb[12, 18].astype(int)
+    assert fn[1] < fn[0] and fn[1] < fn[2]            # magenta: green channel lowest
+    assert fp[1] > fp[0] and fp[1] > fp[2]            # green
+    assert tuple(rgb[5, 10]) == OUTLINE               # predicted outline on the square's edge
+    inside = rgb[12, 10]
+    assert inside[0] == inside[1] == inside[2]         # true positives stay grey
+    assert FALSE_NEGATIVE != FALSE_POSITIVE
+
+
+def test_overlay_cli_writes_pngs_gif_and_plot(tmp_path):
+    image, pred, gt = _case()
+    root = zarr.open_group(tmp_path / "r.zarr", mode="w")
+    root.create_array("0", data=np.stack([image, image]).astype(np.uint16))
+    root.create_array("labels/cells/0", data=np.stack([pred, np.roll(pred, 5, axis=1)]))
+    tifffile.imwrite(tmp_path / "gt.tif", np.stack([gt, gt]).astype(np.uint16), photometric="minisblack",
+                     metadata={"axes": "TYX"})
+    result = CliRunner().invoke(app, ["overlay", str(tmp_path / "r.zarr"), "--gt", str(tmp_path / "gt.tif"), "-o",
+                                      str(tmp_path / "ov")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "ov" / "r_t0001.png") as png:
+        assert png.size == (60, 40) and png.mode == "RGB"
+    with Image.open(tmp_path / "ov" / "r.gif") as gif:
+        assert gif.n_frames == 2
+    with Image.open(tmp_path / "ov" / "r_timecourse.png") as plot:
+        assert plot.size[0] > 600
+
+
+def test_overlay_without_image_asks_for_one(tmp_path):
+    root = zarr.open_group(tmp_path / "r.zarr", mode="w")
+    root.create_array("labels/cells/0", data=np.zeros((1, 8, 8), np.uint32))
+    result = CliRunner().invoke(app, ["overlay", str(tmp_path / "r.zarr")])
+    assert result.exit_code == 1 and "--image" in result.stderr
