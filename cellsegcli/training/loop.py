@@ -270,7 +270,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
             provenance = {
                 "command": config.command, "data": str(annotations), "data_fingerprint": data_id,
                 "n_train": len(train_pairs), "n_val": len(val_pairs),
-                "val_names": [p.name for p in val_pairs] if len(val_pairs) <= 50 else len(val_pairs),
+                "val_names": [p.name for p in val_pairs],
+                "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
                 "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                 "batch_size": config.batch_size, "lr": config.lr, "steps_per_epoch": steps,
                 "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),

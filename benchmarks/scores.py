@@ -1,0 +1,97 @@
+"""Score models on annotated validation images, in the papers' table layout (mean +- std over frames).
+
+For each model and TTA setting, every image of the annotated folder is segmented exactly as
+`cellseg segment` does it (percentile normalisation, tiled inference, instance labelling with the model's
+thresholds) and scored with `cellsegcli.metrics.frame_scores` against its mask (instance masks are
+cleaned the same way as for training: the largest piece of each id).
+
+    python benchmarks/scores.py ANNOTATIONS --model phase [--model other] [--tta none --tta d4] [--names a,b]
+
+ANNOTATIONS is a folder in one of the layouts `cellseg train` reads; ``--names`` restricts it to the named
+images (e.g. the validation names recorded in a model's config.json, ``--names-from-model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cellsegcli.device import autocast_dtype, resolve_device
+from cellsegcli.inference import InferenceOptions, TiledPredictor, network_callable
+from cellsegcli.instances import label_instances
+from cellsegcli.metrics import frame_scores, summarize
+from cellsegcli.models import load_model
+from cellsegcli.normalize import normalize, to_grey
+from cellsegcli.pipeline import CPU_TILE
+from cellsegcli.training.data import find_pairs, mask_to_labels, read_image
+
+COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
+
+
+def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> dict:
+    model = load_model(model_spec)
+    c = model.config
+    tile = CPU_TILE if device.type == "cpu" else c.tile
+    predictor = TiledPredictor(network_callable(model.network, device), device,
+                               InferenceOptions(tile=tile, tta=tta, batch_size=1 if device.type == "cpu" else 8),
+                               autocast=autocast_dtype(device))
+    rows = []
+    for pair in pairs:
+        image = normalize(to_grey(read_image(pair.image)), c.percentiles)
+        prob = predictor.predict(image)
+        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
+                                 seed_threshold=c.seed_threshold, min_size=c.min_size)
+        rows.append(frame_scores(labels, mask_to_labels(read_image(pair.mask))))
+        print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
+    return {"model": c.name, "architecture": c.architecture, "tta": tta, "frames": len(rows),
+            "summary": summarize(rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("annotations", type=Path)
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--tta", action="append", choices=["none", "flip", "d4"])
+    parser.add_argument("--names", help="comma-separated image names to score (default: all)")
+    parser.add_argument("--names-from-model", action="store_true",
+                        help="score the validation images recorded in the (first) model's config.json")
+    parser.add_argument("--val-fraction", type=float, help="score the validation split `cellseg train "
+                        "--val-fraction F --seed S` makes of ANNOTATIONS")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    pairs = find_pairs(args.annotations)
+    if (args.annotations / "val").is_dir():
+        pairs = find_pairs(args.annotations / "val")
+    elif args.val_fraction:
+        from cellsegcli.training.loop import split_pairs
+
+        pairs = split_pairs(args.annotations, args.val_fraction, args.seed)[1]
+    names = None
+    if args.names:
+        names = set(args.names.split(","))
+    elif args.names_from_model:
+        names = set(load_model(args.model[0]).config.training["val_names"])
+    if names is not None:
+        pairs = [p for p in pairs if p.name in names]
+    device = resolve_device(args.device)
+    results = [score_model(m, pairs, tta=t, device=device) for m in args.model for t in (args.tta or ["none", "d4"])]
+    print(f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
+    print("| model | architecture | TTA | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|---|" + "---|" * len(COLUMNS))
+    for r in results:
+        s = r["summary"]
+        cells = [f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in COLUMNS]
+        print(f"| {r['model']} | {r['architecture']} | {r['tta']} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
