@@ -18,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cellsegcli.device import autocast_dtype, resolve_device

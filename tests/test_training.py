@@ -197,7 +197,6 @@ def test_one_epoch_on_real_crops_gives_a_loadable_model(shared_data, tmp_path):
     for name in ("set01", "set02", "set03"):
         tifffile.imwrite(root / "images" / f"{name}.tif", tifffile.imread(src / "images" / f"{name}.tif")[:128, :160])
         tifffile.imwrite(root / "masks" / f"{name}.tif", imread(src / "masks" / f"{name}.png")[:128, :160])
-    train(root, tmp_path / "m", _config(arch := "resnet18-unet") if False else _config(architecture="resnet18-unet"),
-          device=CPU)
+    train(root, tmp_path / "m", _config(architecture="resnet18-unet"), device=CPU)
     model = load_model(tmp_path / "m")
     assert model.config.outputs == ("cell", "interior")

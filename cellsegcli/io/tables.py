@@ -17,17 +17,14 @@ A zero-row append (a frame without cells) is fine, and a table with no rows stil
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import pandas as pd
 
 from ..errors import CellsegError, OutputExistsError
+from .atomic import AtomicOutput
 
 FORMATS = ("csv", "parquet")
 ROW_GROUP_ROWS = 65_536
@@ -48,7 +45,7 @@ def write_table(
         return writer.commit()
 
 
-class TableWriter:
+class TableWriter(AtomicOutput):
     """Stream a table to CSV or Parquet one block of rows at a time.
 
     Parameters
@@ -185,32 +182,3 @@ class TableWriter:
             self.temp_path.unlink()
         except (FileNotFoundError, NotADirectoryError):
             pass
-
-    def _check_open(self, action: str) -> None:
-        if self._state != "open":
-            raise RuntimeError(f"{self.path}: {action} after the writer was {self._state}")
-
-    @contextmanager
-    def _on_os_error(self) -> Iterator[None]:
-        """Turn an OSError (disk full, no permission) into a one-line CellsegError, removing the temp file."""
-        try:
-            yield
-        except OSError as exc:
-            self.abort()
-            raise CellsegError(_os_error_message(self.path, exc)) from exc
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.abort()
-
-
-def _os_error_message(path: Path, exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"{path}: no space left on the device; free some space or choose another output folder"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{path}: cannot write to {path.parent} (permission denied); choose a writable output folder"
-    return f"{path}: cannot write ({exc.strerror or exc}); check the output folder"
