@@ -109,6 +109,7 @@ def test_loss_falls_on_a_learnable_set(tmp_path):
     assert len(losses) == 3 and losses[-1] < losses[0] * 0.8
     model = load_model(out)
     assert model.config.architecture == "resnet18-fpn" and model.config.training["n_val"] == 1
+    assert 30 < model.config.min_size < 160  # half the smallest annotated disks (radius 5..10 px)
     assert result.best_epoch >= 1 and (out / "curves.png").stat().st_size > 1000
 
 

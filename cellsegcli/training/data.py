@@ -136,3 +136,10 @@ def fingerprint(pairs: list[Pair]) -> str:
         for f in (p.image, p.mask):
             digest.update(f"{f.name}:{f.stat().st_size};".encode())
     return digest.hexdigest()[:16]
+
+
+def suggest_min_size(samples: list[Sample]) -> int:
+    """Smallest cell to keep at inference: half the 1st percentile of the annotated cell areas (pixels)."""
+    areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples] or [np.zeros(0, np.int64)])
+    areas = areas[areas > 0]
+    return int(0.5 * np.percentile(areas, 1)) if len(areas) else 0

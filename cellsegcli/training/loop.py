@@ -30,7 +30,7 @@ from ..errors import CellsegError
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
 from .augment import Augmentation, random_crop
-from .data import Sample, find_pairs, fingerprint, load_sample
+from .data import Sample, find_pairs, fingerprint, load_sample, suggest_min_size
 from .early_stopping import EarlyStopping
 from .loss import bce_dice_loss
 
@@ -281,7 +281,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
             model_config = ModelConfig(
                 name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
                 threshold=started_from.threshold if started_from else 0.5,
-                min_size=started_from.min_size if started_from else 0, training=provenance,
+                min_size=started_from.min_size if started_from else suggest_min_size(train_samples),
+                training=provenance,
                 description=started_from.description if started_from else "",
             )
             save_model(network, model_config, out, half=True)
