@@ -1,93 +1,197 @@
-"""Per-cell and per-frame statistics from instance labels, as plain dicts of columns.
+"""Per-cell and per-frame statistics of instance labels, as plain dicts of columns.
 
-Lengths and areas are in pixels; the ``*_um`` / ``area_um2`` columns give them in micrometres when the
-pixel size is known and are NaN otherwise, so a table's columns never depend on the file's metadata.
-Orientation follows scikit-image: the angle (radians, -pi/2..pi/2) between the row axis and the major
-axis, counter-clockwise.
+Conventions, shared by every column:
+
+- Lengths and areas are in pixels; the ``*_um``/``*_um2`` columns hold the same values in micrometres.
+  They are always present and NaN when the pixel size is unknown, so a table's columns never depend on
+  metadata.
+- ``centroid_y``/``centroid_x`` are row/column coordinates of pixel centres (pixel ``(0, 0)`` is at
+  ``(0.0, 0.0)``); ``bbox_y0, bbox_x0, bbox_y1, bbox_x1`` is the half-open box ``labels[y0:y1, x0:x1]``.
+- The ellipse columns come from the second central moments of the pixel centres (as in
+  scikit-image): ``major/minor_axis_length`` = 4 sqrt(eigenvalue), ``eccentricity`` = sqrt(1 - minor^2 /
+  major^2), ``orientation`` = angle in radians from the row axis to the major axis, counter-clockwise
+  as displayed (rows down, columns right), in (-pi/2, pi/2]; 0 for a cell elongated along the rows,
+  pi/2 for one elongated along the columns, 0 when the moments are isotropic.
+- ``perimeter`` is the 4-direction Crofton estimate (isotropic; a disk of radius r reads 2 pi r
+  within +4 % at r = 10 px and +1.6 % at r = 20 px; straight edges are measured through pixel centres,
+  so an h x w rectangle reads about 2 (h + w) - 4).
+- ``solidity`` = area / number of pixel centres inside the convex hull of the cell's pixel centres,
+  so it is exactly 1 for every digitally convex cell (a digital disk, a rectangle). scikit-image's
+  solidity uses the hull of the pixel *corners* instead and reads 0.93 for a disk of radius 10.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import perimeter_crofton
 
+__all__ = ["CELL_COLUMNS", "FRAME_COLUMNS", "cell_table", "frame_table_row"]
+
+_INT_COLUMNS = ("frame", "label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
 CELL_COLUMNS: tuple[str, ...] = (
-    "frame", "label", "area", "perimeter", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1",
-    "bbox_x1", "eccentricity", "solidity", "major_axis_length", "minor_axis_length", "orientation",
-    "mean_intensity", "area_um2", "perimeter_um", "centroid_y_um", "centroid_x_um", "major_axis_um",
-    "minor_axis_um",
-)
+    "frame", "label", "area", "perimeter", "centroid_y", "centroid_x",
+    "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
+    "eccentricity", "solidity", "major_axis_length", "minor_axis_length", "orientation", "mean_intensity",
+    "area_um2", "perimeter_um", "centroid_y_um", "centroid_x_um", "major_axis_um", "minor_axis_um",
+)  # fmt: skip
+"""Column names of :func:`cell_table`, in order; ``_INT_COLUMNS`` are int64, the others float64."""
+
 FRAME_COLUMNS: tuple[str, ...] = (
     "frame", "cell_count", "confluence_percent", "mean_area", "median_area", "mean_area_um2", "median_area_um2",
-)
-
-_PROPS = ("label", "area", "perimeter", "centroid", "bbox", "eccentricity", "solidity", "axis_major_length",
-          "axis_minor_length", "orientation")
+)  # fmt: skip
+"""Keys of :func:`frame_table_row`, in order."""
 
 
-def cell_table(labels: np.ndarray, image: np.ndarray | None = None, *, frame: int = 0,
-               pixel_size_um: float | None = None) -> dict[str, np.ndarray]:
-    """One row per cell of ``labels`` (Y, X) integer array, 0 = background; ``image`` (Y, X) gives the mean
-    intensity. Returns the columns of :data:`CELL_COLUMNS` (length 0 when there are no cells)."""
-    from skimage.measure import regionprops_table
+def cell_table(
+    labels: np.ndarray,
+    image: np.ndarray | None = None,
+    *,
+    frame: int = 0,
+    pixel_size_um: float | None = None,
+) -> dict[str, np.ndarray]:
+    """One row per cell: size, position, shape and mean intensity (see the module docstring).
 
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (Y, X), got shape {labels.shape}")
-    if labels.max(initial=0) == 0:
-        cols = {c: np.zeros(0, np.float64) for c in CELL_COLUMNS}
-        for c in ("frame", "label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"):
-            cols[c] = np.zeros(0, np.int64)
-        return cols
-    props = regionprops_table(labels, properties=_PROPS)
-    n = len(props["label"])
-    px = float(pixel_size_um) if pixel_size_um else np.nan
+    Parameters
+    ----------
+    labels : (Y, X) integer array
+        Instance labels, 0 is background; ids need not be consecutive.
+    image : (Y, X) array, optional
+        Intensities for ``mean_intensity`` (NaN without it).
+    frame : int
+        Value of the ``frame`` column.
+    pixel_size_um : float, optional
+        Micrometres per pixel; the ``*_um`` columns are NaN without it.
+
+    Returns
+    -------
+    dict of str to (N,) array
+        Keys :data:`CELL_COLUMNS` in order, rows sorted by label; N = 0 gives empty arrays of the
+        right dtypes.
+    """
+    labels = _check_labels(labels)
+    if image is not None and np.shape(image) != labels.shape:
+        raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
+    ids, dense = _dense(labels)
+    n = len(ids)
+    inside = dense > 0
+    index = dense[inside].astype(np.intp, copy=False)
+    ys, xs = np.nonzero(inside)
+    area = np.bincount(index, minlength=n + 1)[1:]
+    table = {name: np.zeros(n, np.int64 if name in _INT_COLUMNS else np.float64) for name in CELL_COLUMNS}
+    table["frame"][:] = frame
+    table["label"][:] = ids
+    table["area"][:] = area
+    table["centroid_y"][:] = np.bincount(index, ys, minlength=n + 1)[1:] / np.maximum(area, 1)
+    table["centroid_x"][:] = np.bincount(index, xs, minlength=n + 1)[1:] / np.maximum(area, 1)
+    table["mean_intensity"][:] = np.nan
     if image is not None:
-        ids = labels.ravel()
-        sums = np.bincount(ids, weights=np.asarray(image, dtype=np.float64).ravel())
-        mean_intensity = sums[props["label"]] / props["area"]
-    else:
-        mean_intensity = np.full(n, np.nan)
-    cols = {
-        "frame": np.full(n, frame, np.int64),
-        "label": props["label"].astype(np.int64),
-        "area": props["area"].astype(np.int64),
-        "perimeter": props["perimeter"],
-        "centroid_y": props["centroid-0"],
-        "centroid_x": props["centroid-1"],
-        "bbox_y0": props["bbox-0"].astype(np.int64),
-        "bbox_x0": props["bbox-1"].astype(np.int64),
-        "bbox_y1": props["bbox-2"].astype(np.int64),
-        "bbox_x1": props["bbox-3"].astype(np.int64),
-        "eccentricity": props["eccentricity"],
-        "solidity": props["solidity"],
-        "major_axis_length": props["axis_major_length"],
-        "minor_axis_length": props["axis_minor_length"],
-        "orientation": props["orientation"],
-        "mean_intensity": mean_intensity,
-    }
-    cols["area_um2"] = cols["area"] * px * px
-    cols["perimeter_um"] = cols["perimeter"] * px
-    cols["centroid_y_um"] = cols["centroid_y"] * px
-    cols["centroid_x_um"] = cols["centroid_x"] * px
-    cols["major_axis_um"] = cols["major_axis_length"] * px
-    cols["minor_axis_um"] = cols["minor_axis_length"] * px
-    return {c: cols[c] for c in CELL_COLUMNS}
+        values = np.asarray(image)[inside].astype(np.float64)
+        table["mean_intensity"][:] = np.bincount(index, values, minlength=n + 1)[1:] / np.maximum(area, 1)
+    for i, box in enumerate(ndi.find_objects(dense)):  # shape columns: one cell at a time, in its box
+        rows, cols = box
+        table["bbox_y0"][i], table["bbox_x0"][i] = rows.start, cols.start
+        table["bbox_y1"][i], table["bbox_x1"][i] = rows.stop, cols.stop
+        mask = dense[box] == i + 1
+        table["perimeter"][i] = perimeter_crofton(mask, directions=4)
+        table["solidity"][i] = area[i] / _convex_pixel_count(mask)
+        major, minor, table["orientation"][i] = _ellipse(mask)
+        table["major_axis_length"][i], table["minor_axis_length"][i] = major, minor
+        table["eccentricity"][i] = np.sqrt(1 - (minor / major) ** 2) if major > 0 else 0.0
+    px = np.nan if pixel_size_um is None else float(pixel_size_um)
+    table["area_um2"][:] = area * px**2
+    for name, source in [("perimeter_um", "perimeter"), ("centroid_y_um", "centroid_y"),
+                         ("centroid_x_um", "centroid_x"), ("major_axis_um", "major_axis_length"),
+                         ("minor_axis_um", "minor_axis_length")]:  # fmt: skip
+        table[name][:] = table[source] * px
+    return table
 
 
 def frame_table_row(labels: np.ndarray, *, frame: int = 0, pixel_size_um: float | None = None) -> dict[str, float]:
-    """Per-frame summary of ``labels`` (Y, X): cell count, confluence %, mean and median cell area."""
-    labels = np.asarray(labels)
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    px2 = float(pixel_size_um) ** 2 if pixel_size_um else np.nan
-    mean = float(areas.mean()) if len(areas) else np.nan
-    median = float(np.median(areas)) if len(areas) else np.nan
+    """Summary of one frame: cell count, confluence and cell areas.
+
+    Parameters
+    ----------
+    labels : (Y, X) integer array
+        Instance labels, 0 is background.
+    frame : int
+        Value of the ``frame`` key.
+    pixel_size_um : float, optional
+        Micrometres per pixel; the ``*_um2`` values are NaN without it.
+
+    Returns
+    -------
+    dict
+        Keys :data:`FRAME_COLUMNS`: ``frame`` and ``cell_count`` (int), ``confluence_percent`` = cell
+        pixels / frame pixels * 100, ``mean_area`` and ``median_area`` in pixels (NaN with no cells),
+        and the areas in um^2.
+    """
+    ids, dense = _dense(_check_labels(labels))
+    area = np.bincount(dense.ravel().astype(np.intp, copy=False), minlength=len(ids) + 1)[1:].astype(np.float64)
+    mean, median = (float(area.mean()), float(np.median(area))) if len(area) else (np.nan, np.nan)
+    px2 = np.nan if pixel_size_um is None else float(pixel_size_um) ** 2
     return {
         "frame": int(frame),
-        "cell_count": int(len(areas)),
-        "confluence_percent": 100.0 * float((labels > 0).sum()) / labels.size,
+        "cell_count": len(area),
+        "confluence_percent": 100.0 * float(np.count_nonzero(dense)) / dense.size,
         "mean_area": mean,
         "median_area": median,
         "mean_area_um2": mean * px2,
         "median_area_um2": median * px2,
     }
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a (Y, X) integer array, got {labels.dtype} of shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be >= 0 (0 is background)")
+    return labels
+
+
+def _dense(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted nonzero ids, and the labels renumbered 1..N in that order (``labels`` itself if it is)."""
+    top = int(labels.max(initial=0))
+    if top > 4 * labels.size:  # sparse huge ids: sort instead of a lookup table of size ``top``
+        ids, dense = np.unique(labels, return_inverse=True)
+        dense = dense.reshape(labels.shape) + (ids[0] != 0 if len(ids) else 0)
+        return ids[ids > 0], dense
+    ids = np.flatnonzero(np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=1)[1:]) + 1
+    if len(ids) == top:
+        return ids, labels
+    lookup = np.zeros(top + 1, np.intp)
+    lookup[ids] = np.arange(1, len(ids) + 1)
+    return ids, lookup[labels]
+
+
+def _ellipse(mask: np.ndarray) -> tuple[float, float, float]:
+    """Major and minor axis lengths and orientation of the ellipse with the mask's second moments."""
+    ys, xs = np.nonzero(mask)
+    dy, dx = ys - ys.mean(), xs - xs.mean()
+    var_y, var_x, cov = (dy * dy).mean(), (dx * dx).mean(), (dy * dx).mean() + 0.0  # + 0.0: no -0.0
+    half_gap = np.hypot((var_y - var_x) / 2, cov)
+    l1, l2 = (var_y + var_x) / 2 + half_gap, max((var_y + var_x) / 2 - half_gap, 0.0)
+    orientation = 0.5 * np.arctan2(2 * cov, var_y - var_x)
+    if orientation <= -np.pi / 2:
+        orientation += np.pi
+    return 4 * np.sqrt(l1), 4 * np.sqrt(l2), orientation
+
+
+def _convex_pixel_count(mask: np.ndarray) -> int:
+    """Number of pixel centres inside or on the convex hull of the mask's pixel centres (Pick's theorem)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    left = mask[rows].argmax(axis=1)
+    right = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    points = np.concatenate([np.stack([rows, left], 1), np.stack([rows, right], 1)])
+    try:
+        corners = points[ConvexHull(points).vertices]
+    except QhullError:  # all centres on one line: the hull is the segment between the extremes
+        order = np.lexsort((points[:, 1], points[:, 0]))
+        corners = points[order[[0, -1]]]
+    steps = np.diff(corners, axis=0, append=corners[:1])
+    boundary = int(np.gcd(steps[:, 0], steps[:, 1]).sum())  # lattice points on the hull's edges
+    y, x = corners[:, 0].astype(np.float64), corners[:, 1].astype(np.float64)
+    twice_area = abs(np.dot(y, np.roll(x, -1)) - np.dot(x, np.roll(y, -1)))
+    return round(twice_area / 2 + boundary / 2 + 1)  # Pick: interior + boundary = A + B/2 + 1
