@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cellsegcli.device import autocast_dtype, resolve_device
@@ -32,23 +33,44 @@ from cellsegcli.training.data import find_pairs, mask_to_labels, read_image
 COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
 
 
-def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> dict:
+def _network_segmenter(model_spec: str, *, tta: str, device: torch.device):
     model = load_model(model_spec)
     c = model.config
     tile = CPU_TILE if device.type == "cpu" else c.tile
     predictor = TiledPredictor(network_callable(model.network, device), device,
                                InferenceOptions(tile=tile, tta=tta, batch_size=1 if device.type == "cpu" else 8),
                                autocast=autocast_dtype(device))
+
+    def segment(raw: np.ndarray) -> np.ndarray:
+        prob = predictor.predict(normalize(to_grey(raw), c.percentiles))
+        return label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
+                               seed_threshold=c.seed_threshold, min_size=c.min_size)
+
+    return c.name, c.architecture, segment
+
+
+def _baseline_segmenter(name: str):
+    from cellsegcli import baselines
+
+    method = getattr(baselines, name)
+    return name, "classical", lambda raw: label_instances(method(to_grey(raw)).astype(np.float32))
+
+
+def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> dict:
+    """Segment and score every pair; ``model_spec`` is a model folder/name or a classical baseline."""
+    from cellsegcli.pipeline import BASELINES
+
+    if model_spec in BASELINES:
+        name, arch, segment = _baseline_segmenter(model_spec)
+        tta = "-"
+    else:
+        name, arch, segment = _network_segmenter(model_spec, tta=tta, device=device)
     rows = []
     for pair in pairs:
-        image = normalize(to_grey(read_image(pair.image)), c.percentiles)
-        prob = predictor.predict(image)
-        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
-                                 seed_threshold=c.seed_threshold, min_size=c.min_size)
+        labels = segment(read_image(pair.image))
         rows.append(frame_scores(labels, mask_to_labels(read_image(pair.mask))))
         print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
-    return {"model": c.name, "architecture": c.architecture, "tta": tta, "frames": len(rows),
-            "summary": summarize(rows)}
+    return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows)}
 
 
 def main() -> None:
@@ -80,16 +102,27 @@ def main() -> None:
     if names is not None:
         pairs = [p for p in pairs if p.name in names]
     device = resolve_device(args.device)
-    results = [score_model(m, pairs, tta=t, device=device) for m in args.model for t in (args.tta or ["none", "d4"])]
-    print(f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
+    results = score_all(args.model, pairs, ttas=args.tta or ["none", "d4"], device=device)
+    print_table(results, f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def score_all(models: list[str], pairs, *, ttas: list[str], device: torch.device) -> list[dict]:
+    from cellsegcli.pipeline import BASELINES
+
+    return [score_model(m, pairs, tta=t, device=device) for m in models
+            for t in (["-"] if m in BASELINES else ttas)]
+
+
+def print_table(results: list[dict], title: str) -> None:
+    print(title)
     print("| model | architecture | TTA | " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|" + "---|" * len(COLUMNS))
     for r in results:
         s = r["summary"]
         cells = [f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in COLUMNS]
         print(f"| {r['model']} | {r['architecture']} | {r['tta']} | " + " | ".join(cells) + " |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
