@@ -214,7 +214,11 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
     info = stack.info
     if config.gt is not None:
-        _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite)
+        try:
+            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite)
+        except BaseException:
+            stack.close()
+            raise
     px = info.pixel_size_um
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,

@@ -157,3 +157,36 @@ def test_models_lists_shipped_models_as_json(env):
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("cellseg ")
+
+
+def test_segment_with_ground_truth_writes_scores(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=2)
+    gt = np.zeros((2, 96, 128), np.uint16)
+    gt[:, 10:40, 10:40] = 1
+    tifffile.imwrite(tmp_path / "gt.tif", gt, photometric="minisblack", metadata={"axes": "TYX"})
+    result = _segment(str(src), "--gt", str(tmp_path / "gt.tif"), "--json", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    scores = pd.read_csv(summary["scores_table"])
+    assert len(scores) == 2 and 0 <= summary["scores"]["jaccard"]["mean"] <= 1
+
+
+def test_ground_truth_of_the_wrong_length_is_refused_before_segmenting(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=2)
+    tifffile.imwrite(tmp_path / "gt.tif", np.zeros((3, 96, 128), np.uint16), photometric="minisblack",
+                     metadata={"axes": "TYX"})
+    result = _segment(str(src), "--gt", str(tmp_path / "gt.tif"))
+    assert result.exit_code == 1 and "3 ground-truth frames for a stack of 2" in _error_line(result)
+    assert _leftovers(tmp_path) == []
+
+
+def test_classical_baseline_runs_as_a_model(env, tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.normal(1000, 5, (1, 120, 120))
+    yy, xx = np.mgrid[:120, :120]
+    image[0][(yy - 60) ** 2 + (xx - 60) ** 2 < 30**2] += rng.normal(0, 300, (120, 120))[(yy - 60) ** 2 + (xx - 60) ** 2 < 30**2]
+    tifffile.imwrite(tmp_path / "s.tif", image.astype(np.uint16), metadata={"axes": "TYX"})
+    result = runner.invoke(app, ["segment", str(tmp_path / "s.tif"), "--model", "phantast", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "phantast" and summary["cells_total"] >= 1
