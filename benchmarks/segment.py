@@ -75,13 +75,17 @@ def _segment(stack: Path, tmp: Path, **config) -> dict:
     return _python(RUN, json.dumps(config), str(stack), str(out))
 
 
-def _write_subset(src: Path, dst: Path, frames: list[int]) -> Path:
+def _write_subset(src: Path, dst: Path, frames: list[int], crop: int | None = None) -> Path:
+    """A TYX stack of the given frames of ``src`` (optionally their top-left ``crop`` x ``crop``)."""
     import tifffile
 
     with tifffile.TiffFile(src) as tif, tifffile.TiffWriter(dst) as out:
         series = tif.series[0]
         for i, t in enumerate(frames):
-            out.write(series.asarray(key=t), contiguous=True, metadata={"axes": "TYX"} if i == 0 else None)
+            frame = series.asarray(key=t)
+            if crop:
+                frame = frame[:crop, :crop]
+            out.write(frame, contiguous=True, metadata={"axes": "TYX"} if i == 0 else None)
     return dst
 
 
@@ -105,7 +109,9 @@ def main() -> None:
     parser.add_argument("--model", default="phase")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--d4-frames", type=int, default=3, help="frames segmented with d4 TTA on CPU")
-    parser.add_argument("--quick", action="store_true", help="skip the 370-frame run")
+    parser.add_argument("--quick", action="store_true", help="skip the 37- vs 370-frame memory runs")
+    parser.add_argument("--rss-crop", type=int, default=512,
+                        help="frame crop for the 37- vs 370-frame memory runs on CPU (0: whole frames)")
     args = parser.parse_args()
     stack = args.data / "t98g-timelapse" / "stack.tif"
     if not stack.is_file():
@@ -124,8 +130,12 @@ def main() -> None:
             cases.append((f"t98g {args.d4_frames} x 1022x1024", _write_subset(stack, tmp / "d4.tif",
                                                                              list(range(args.d4_frames))), "d4"))
         if not args.quick:
-            cases.append(("t98g x10: 370 x 1022x1024", _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10),
+            crop = None if gpu else (args.rss_crop or None)
+            size = f"{crop}x{crop}" if crop else "1022x1024"
+            cases.append((f"t98g crops: 37 x {size}", _write_subset(stack, tmp / "x1.tif", list(range(37)), crop),
                           "none"))
+            cases.append((f"t98g crops x10: 370 x {size}",
+                          _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10, crop), "none"))
         if gpu:
             mosaic = _write_mosaic(stack, tmp / "mosaic.tif", 37)
             cases += [("mosaic 37 x 2568x1912", mosaic, "none"), ("mosaic 37 x 2568x1912", mosaic, "d4")]
