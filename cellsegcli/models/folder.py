@@ -10,12 +10,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import CellsegError
@@ -177,15 +175,3 @@ def save_model(network: nn.Module, config: ModelConfig, folder: Path, *, half: b
     os.replace(tmp_w, folder / WEIGHTS)
     os.replace(tmp_c, folder / CONFIG)
     return folder
-
-
-def copy_model(src: Path, dst: Path) -> None:
-    """Copy a model folder's two files."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG, WEIGHTS):
-        shutil.copy2(src / name, dst / name)
-
-
-def to_device(model: Model, device: torch.device) -> nn.Module:
-    """The network moved to ``device`` (channels_last on CUDA/CPU for faster convolutions)."""
-    return model.network.to(device=device, memory_format=torch.channels_last)
