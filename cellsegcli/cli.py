@@ -31,6 +31,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
+class Schedule(str, Enum):
+    plateau = "plateau"
+    cosine = "cosine"
+
+
 class Arch(str, Enum):
     unet = "resnet18-unet"
     fpn = "resnet18-fpn"
@@ -108,6 +113,8 @@ def train_cli(
     epochs: Annotated[int, typer.Option("--epochs")] = 100,
     patience: Annotated[int, typer.Option("--patience", help="Early stopping patience (epochs).")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    schedule: Annotated[Schedule, typer.Option("--schedule", help="Learning-rate schedule: plateau halves it "
+                        "when the validation loss stalls; cosine decays it to lr/100 at --epochs.")] = "plateau",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     crop: Annotated[int, typer.Option("--crop", help="Training crop size (multiple of 32).")] = 256,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
@@ -119,6 +126,8 @@ def train_cli(
                            "checkpointed (continue with --resume).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: folder name).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Choose the cell and seed "
+                         "thresholds on the validation frames after training.")] = True,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -137,7 +146,8 @@ def train_cli(
             architecture=f"smp:{smp_arch}" if smp_arch else arch.value, init=init,
             imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
-            max_minutes=max_minutes, command=command,
+            max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
+            calibrate=calibrate,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
@@ -156,6 +166,11 @@ def train_cli(
         else:
             console.info(f"best epoch {result.best_epoch}: val loss {result.best_val_loss:.4f}, "
                          f"val Jaccard {result.best_val_jaccard:.4f}; stopped: {result.stopped}; model in {out}")
+            if result.calibration:
+                a, b = result.calibration["after"], result.calibration["before"]
+                console.info(f"calibrated on {result.calibration['frames']} validation frames: threshold "
+                             f"{a['threshold']}, seed threshold {a['seed_threshold']} (Jaccard {b['jaccard']:.4f} -> "
+                             f"{a['jaccard']:.4f}, F1 {b['f1']:.4f} -> {a['f1']:.4f})")
 
     _run(action, debug=debug)
 
@@ -280,6 +295,48 @@ def evaluate_cli(
         if min_jaccard is not None and not mean >= min_jaccard:
             console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")
             raise typer.Exit(3)
+
+    _run(action, debug=debug)
+
+
+@app.command("calibrate")
+def calibrate_cli(
+    model: Annotated[str, typer.Argument(help="A model folder, or a shipped model name (then give -o).")],
+    annotations: Annotated[Path, typer.Argument(help="Annotated frames (images/ + masks/, or name_masks.tif "
+                                                "files) the model did not train on.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a calibrated copy of the model here "
+                   "(default: update MODEL's config.json).")] = None,
+    tta: Annotated[TTA, typer.Option("--tta", help="TTA used while calibrating (use the one you segment with; "
+                   "auto: d4 on GPU, none on CPU).")] = TTA.auto,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the chosen thresholds, write nothing.")] = False,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Choose a model's cell and seed thresholds on annotated frames (best mean of pixel Jaccard and F1@0.5)."""
+
+    def action() -> None:
+        from . import console
+        from .calibrate import calibrate_folder
+        from .device import resolve_device
+        from .pipeline import resolve_tta
+
+        dev = resolve_device(device)
+        with console.progress("calibrate", unit="settings", quiet=as_json) as report:
+            result = calibrate_folder(model, annotations, dev, tta=resolve_tta(tta.value, dev), out=out,
+                                      write=not dry_run, progress=report)
+        record = result.record()
+        if as_json:
+            console.print_json(record)
+            return
+        top = sorted(result.settings, key=lambda s: -s.objective)[:5]
+        console.table(f"{model} on {annotations} ({result.n_frames} frames, tta {result.tta})",
+                      ["threshold", "seed threshold", "pixel Jaccard", "F1 @0.5", "mean AP"],
+                      [[s.threshold, s.seed_threshold, s.jaccard, s.f1, s.mean_ap] for s in top])
+        c, b = result.chosen, result.current
+        where = "not written (--dry-run)" if dry_run else f"written to {(out or model)}"
+        console.info(f"thresholds {b.threshold}/{b.seed_threshold} -> {c.threshold}/{c.seed_threshold}: "
+                     f"Jaccard {b.jaccard:.4f} -> {c.jaccard:.4f}, F1 {b.f1:.4f} -> {c.f1:.4f}; {where}")
 
     _run(action, debug=debug)
 

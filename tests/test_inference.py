@@ -78,3 +78,12 @@ def test_tta_averages_a_non_equivariant_model():
     frame = np.zeros((32, 32), np.float32)
     out = _predictor(model, tile=32, tta="d4").predict(frame)
     np.testing.assert_allclose(out, 0.0, atol=1e-6)
+
+
+def test_cpu_mixed_precision_follows_the_cpu_and_can_be_turned_off(monkeypatch):
+    from cellsegcli.device import autocast_dtype, cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) == (torch.bfloat16 if cpu_has_bf16() else None)
+    monkeypatch.setenv("CELLSEG_CPU_AMP", "0")
+    assert autocast_dtype(cpu) is None

@@ -111,6 +111,23 @@ def test_loss_falls_on_a_learnable_set(tmp_path):
     assert model.config.architecture == "resnet18-fpn" and model.config.training["n_val"] == 1
     assert 30 < model.config.min_size < 160  # half the smallest annotated disks (radius 5..10 px)
     assert result.best_epoch >= 1 and (out / "curves.png").stat().st_size > 1000
+    after = model.config.training["calibration"]["after"]  # thresholds chosen on the validation frame
+    assert (model.config.threshold, model.config.seed_threshold) == (after["threshold"], after["seed_threshold"])
+    assert result.calibration == model.config.training["calibration"]
+
+
+def test_cosine_schedule_decays_to_a_hundredth(tmp_path):
+    import math
+
+    root = _annotations(tmp_path / "ann", n=3)
+    train(root, tmp_path / "m", _config(epochs=3, lr=1e-3, schedule="cosine", calibrate=False), device=CPU)
+    rows = (tmp_path / "m" / "history.csv").read_text().splitlines()[1:]
+    lrs = [float(r.split(",")[4]) for r in rows]  # the lr after each epoch's step
+    expected = [1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * e / 3)) / 2 for e in (1, 2, 3)]
+    assert lrs == pytest.approx(expected, rel=1e-4)
+    assert "calibration" not in load_model(tmp_path / "m").config.training
+    with pytest.raises(CellsegError, match="--schedule"):
+        _config(schedule="step")
 
 
 def test_resume_continues_at_the_next_epoch(tmp_path):

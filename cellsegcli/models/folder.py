@@ -175,3 +175,12 @@ def save_model(network: nn.Module, config: ModelConfig, folder: Path, *, half: b
     os.replace(tmp_w, folder / WEIGHTS)
     os.replace(tmp_c, folder / CONFIG)
     return folder
+
+
+def write_config(folder: Path, config: ModelConfig) -> Path:
+    """Replace ``folder/config.json`` atomically (the weights are left as they are)."""
+    path = Path(folder) / CONFIG
+    tmp = path.with_name(f".{CONFIG}.partial")
+    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -58,10 +58,14 @@ class TrainConfig:
     augment: Augmentation = field(default_factory=Augmentation)
     command: str = ""                   # the command line, recorded as provenance
     max_minutes: float | None = None    # stop cleanly (checkpointed) after this long
+    schedule: str = "plateau"           # plateau: halve the lr when val loss stalls; cosine: decay to 0 at --epochs
+    calibrate: bool = True              # choose the post-processing thresholds on the validation frames
 
     def __post_init__(self) -> None:
         if self.crop % 32:
             raise CellsegError(f"--crop {self.crop}: must be a multiple of 32")
+        if self.schedule not in ("plateau", "cosine"):
+            raise CellsegError(f"--schedule {self.schedule}: expected plateau or cosine")
         if not 0 < self.val_fraction < 1:
             raise CellsegError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         for opt, value in (("--epochs", self.epochs), ("--patience", self.patience), ("--batch-size", self.batch_size)):
@@ -91,6 +95,7 @@ class TrainResult:
     stopped: str
     n_train: int
     n_val: int
+    calibration: dict | None = None     # thresholds chosen on the validation frames (see calibrate.py)
 
 
 def split_pairs(folder: Path, val_fraction: float, seed: int):
@@ -229,8 +234,12 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                           patience=max(1, config.patience // 3))
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
+                                                               eta_min=config.lr / 100)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
+                                                               patience=max(1, config.patience // 3))
     stopper = EarlyStopping(config.patience)
     history: list[dict] = []
     start = 0
@@ -261,7 +270,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen)
         train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps)
         val_loss, val_jaccard = evaluate(network, val_samples, device=device)
-        scheduler.step(val_loss)
+        scheduler.step(val_loss) if config.schedule == "plateau" else scheduler.step()
         improved, stop, reason = stopper.update(val_loss, epoch)
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -273,14 +282,17 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                 "val_names": [p.name for p in val_pairs],
                 "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
                 "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
-                "batch_size": config.batch_size, "lr": config.lr, "steps_per_epoch": steps,
+                "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule, "steps_per_epoch": steps,
                 "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                 "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
+            if started_from is not None and started_from.training:
+                provenance["init_training"] = started_from.training  # the chain of commands that made it
             model_config = ModelConfig(
                 name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
                 threshold=started_from.threshold if started_from else 0.5,
+                seed_threshold=started_from.seed_threshold if started_from else 0.5,
                 min_size=started_from.min_size if started_from else suggest_min_size(train_samples),
                 training=provenance,
                 description=started_from.description if started_from else "",
@@ -298,7 +310,16 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
             stopped = f"reached --max-minutes {config.max_minutes:g} (continue with --resume)"
             break
     best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
+    calibration = None
+    if config.calibrate and (out / "config.json").is_file():
+        from ..calibrate import apply, calibrate_samples
+
+        model = load_model(out)
+        result = calibrate_samples(model.network, model.config, val_samples, device)
+        apply(out, result)
+        calibration = result.record()
     return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
-                       best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs))
+                       best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs),
+                       calibration)
 
 

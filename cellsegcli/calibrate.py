@@ -1,0 +1,177 @@
+"""Post-processing chosen on annotated frames: the cell and seed thresholds of a model.
+
+A network's probabilities are only half of a segmentation; the cell threshold decides how far each
+outline reaches and the seed (interior) threshold how touching cells are split. Like nnU-Net's
+post-processing step, :func:`calibrate` runs the model once over annotated frames, then tries every
+pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances` and keeps
+the pair with the best mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads
+first). Ties go to the pair nearest the defaults (0.5, 0.5). ``cellseg train`` calibrates on its
+validation frames; ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One (threshold, seed threshold) pair and its mean scores over the frames."""
+
+    threshold: float
+    seed_threshold: float
+    jaccard: float
+    f1: float
+    mean_ap: float
+
+    @property
+    def objective(self) -> float:
+        return (self.jaccard + self.f1) / 2
+
+    def as_dict(self) -> dict[str, float]:
+        return {"threshold": self.threshold, "seed_threshold": self.seed_threshold,
+                "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5), "mean_ap": round(self.mean_ap, 5),
+                "objective": round(self.objective, 5)}
+
+
+def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size: int = 0,
+          thresholds: Iterable[float] = THRESHOLDS, seed_thresholds: Iterable[float] = SEED_THRESHOLDS,
+          progress: Callable[..., None] | None = None) -> list[Setting]:
+    """Mean scores of every threshold pair over annotated frames.
+
+    Parameters
+    ----------
+    maps : sequence of (K, Y, X) float arrays
+        Probabilities per frame; channel 0 the cell, channel 1 (when present) the interior.
+    truths : sequence of (Y, X) integer arrays
+        Ground-truth instance labels (or binary masks) of the same frames.
+    """
+    from .instances import label_instances
+    from .metrics import frame_scores
+
+    if len(maps) != len(truths) or not maps:
+        raise ValueError(f"need as many probability maps as ground truths, and at least one "
+                         f"({len(maps)} vs {len(truths)})")
+    thresholds = list(thresholds)
+    seeds = list(seed_thresholds) if any(m.shape[0] > 1 for m in maps) else [0.5]
+    settings = []
+    total = len(thresholds) * len(seeds)
+    for t in thresholds:
+        for s in seeds:
+            rows = []
+            for prob, gt in zip(maps, truths, strict=True):
+                labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=t,
+                                         seed_threshold=s, min_size=min_size)
+                rows.append(frame_scores(labels, gt))
+            settings.append(Setting(t, s, *(float(np.mean([r[k] for r in rows]))
+                                            for k in ("jaccard", "f1", "mean_ap"))))
+            if progress is not None:
+                progress(len(settings), total)
+    return settings
+
+
+def best(settings: Sequence[Setting], default: tuple[float, float] = (0.5, 0.5)) -> Setting:
+    """The setting with the highest objective; ties (to 1e-9) go to the one nearest ``default``."""
+    def key(s: Setting) -> tuple[float, float]:
+        return (round(s.objective, 9), -math.hypot(s.threshold - default[0], s.seed_threshold - default[1]))
+
+    return max(settings, key=key)
+
+
+def probability_maps(model: Callable, images: Iterable[np.ndarray], device, *, tta: str = "none",
+                     tile: int = 512) -> list[np.ndarray]:
+    """(K, Y, X) probabilities of normalised images through tiled inference."""
+    from .device import autocast_dtype
+    from .inference import InferenceOptions, TiledPredictor
+
+    predictor = TiledPredictor(model, device, InferenceOptions(tile=tile, tta=tta, batch_size=1),
+                               autocast=autocast_dtype(device))
+    return list(predictor.predict_stream(images))
+
+
+@dataclass
+class Calibration:
+    chosen: Setting
+    current: Setting
+    settings: list[Setting]
+    n_frames: int
+    tta: str
+
+    def record(self) -> dict:
+        """What a model's provenance keeps of the calibration."""
+        return {"frames": self.n_frames, "tta": self.tta, "objective": "mean of pixel Jaccard and F1@0.5",
+                "before": self.current.as_dict(), "after": self.chosen.as_dict()}
+
+
+def calibrate_samples(network, config, samples, device, *, tta: str = "none",
+                      progress: Callable[..., None] | None = None) -> Calibration:
+    """Choose ``config``'s thresholds on annotated samples (``training.data.Sample``)."""
+    from .inference import network_callable
+
+    maps = probability_maps(network_callable(network, device), (s.image for s in samples), device, tta=tta,
+                            tile=config.tile)
+    truths = [s.labels for s in samples]
+    thresholds = sorted({*THRESHOLDS, config.threshold})
+    seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})
+    settings = sweep(maps, truths, min_size=config.min_size, thresholds=thresholds, seed_thresholds=seeds,
+                     progress=progress)
+    current = next((s for s in settings if s.threshold == config.threshold
+                    and (len(seeds) == 1 or s.seed_threshold == config.seed_threshold)), settings[0])
+    return Calibration(best(settings, (config.threshold, config.seed_threshold)), current, settings,
+                       len(samples), tta)
+
+
+def apply(folder, calibration: Calibration):
+    """Write the chosen thresholds, and the calibration record, into a model folder's config.json."""
+    import dataclasses
+
+    from .models import read_config, write_config
+
+    config = read_config(folder)
+    training = {**config.training, "calibration": calibration.record()}
+    new = dataclasses.replace(config, threshold=calibration.chosen.threshold,
+                              seed_threshold=calibration.chosen.seed_threshold, training=training)
+    write_config(folder, new)
+    return new
+
+
+def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=None, write: bool = True,
+                     progress: Callable[..., None] | None = None) -> Calibration:
+    """Calibrate a model on every annotated pair in ``annotations`` (images/ + masks/, or name_masks).
+
+    Writes the thresholds into ``out`` (a copy of the model folder) or, without ``out``, into the model
+    folder itself; a shipped model is never changed in place.
+    """
+    import shutil
+    from pathlib import Path
+
+    from .errors import CellsegError
+    from .models import find_model, load_model
+    from .models.folder import weights_dir
+    from .training.data import find_pairs, load_sample
+
+    folder = find_model(model_spec)
+    if write and out is None and folder.resolve().parent == weights_dir().resolve():
+        raise CellsegError(f"{model_spec}: a shipped model is not changed in place; pass -o FOLDER to write a "
+                           f"calibrated copy (or --dry-run)")
+    pairs = find_pairs(Path(annotations))
+    if not pairs:
+        raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
+    model = load_model(folder)
+    samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
+    result = calibrate_samples(model.network, model.config, samples, device, tta=tta, progress=progress)
+    if write:
+        target = Path(out) if out is not None else folder
+        if out is not None:
+            if target.exists() and any(target.iterdir()):
+                raise CellsegError(f"{target}: exists and is not empty; choose a new -o folder")
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        apply(target, result)
+    return result

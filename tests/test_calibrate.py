@@ -1,0 +1,125 @@
+"""Threshold calibration: exact choices on constructed probability maps, and the CLI's writing rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from cellsegcli.calibrate import Setting, best, sweep
+from cellsegcli.cli import app
+from cellsegcli.instances import interior_target
+from cellsegcli.models import ModelConfig, build, save_model
+
+runner = CliRunner()
+
+
+def _touching_pairs(size=96) -> np.ndarray:
+    """Pairs of touching squares: merged by a bad seed threshold, split by a good one."""
+    labels = np.zeros((size, size), np.uint16)
+    n = 0
+    for y in (8, 56):
+        for x in (8, 48):
+            labels[y:y + 28, x:x + 16] = n + 1
+            labels[y:y + 28, x + 16:x + 32] = n + 2
+            n += 2
+    return labels
+
+
+def test_sweep_picks_the_thresholds_that_recover_the_truth():
+    labels = _touching_pairs()
+    # cell probability 0.35 inside: only threshold 0.3 keeps the cells; interior 0.75: seed thresholds
+    # up to 0.7 split the pairs, 0.8 finds no seeds and merges each pair into one object
+    prob = np.stack([0.35 * (labels > 0), 0.75 * interior_target(labels)]).astype(np.float32)
+    settings = sweep([prob], [labels])
+    assert len(settings) == 5 * 6
+    chosen = best(settings)
+    assert (chosen.threshold, chosen.seed_threshold) == (0.3, 0.5)  # tie among 0.3..0.7 -> nearest 0.5
+    assert chosen.jaccard == 1.0 and chosen.f1 == 1.0
+    merged = next(s for s in settings if (s.threshold, s.seed_threshold) == (0.3, 0.8))
+    assert merged.jaccard == 1.0 and merged.f1 == 0.0
+    empty = next(s for s in settings if s.threshold == 0.4)
+    assert empty.jaccard == 0.0
+
+
+def test_binary_maps_sweep_the_cell_threshold_only():
+    labels = _touching_pairs()
+    prob = (0.65 * (labels > 0)).astype(np.float32)[None]
+    settings = sweep([prob], [labels > 0])
+    assert [s.threshold for s in settings] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert best(settings).threshold == 0.5  # 0.3..0.6 tie; 0.7 loses everything
+
+
+def test_best_breaks_ties_towards_the_default():
+    a = Setting(0.3, 0.3, 0.8, 0.8, 0.5)
+    b = Setting(0.5, 0.6, 0.8, 0.8, 0.5)
+    c = Setting(0.7, 0.7, 0.7, 0.95, 0.5)
+    assert best([a, b, c]) is c                      # highest objective wins
+    assert best([a, b]) is b                         # tie: nearest (0.5, 0.5)
+    assert best([a, b], default=(0.3, 0.3)) is a
+
+
+def test_sweep_refuses_mismatched_inputs():
+    with pytest.raises(ValueError, match="as many"):
+        sweep([np.zeros((1, 8, 8), np.float32)], [])
+
+
+def _model_and_annotations(root: Path) -> tuple[Path, Path]:
+    import torch
+
+    torch.manual_seed(0)
+    weights = root / "weights"
+    config = ModelConfig(name="tiny", architecture="resnet18-fpn", tile=64)
+    save_model(build("resnet18-fpn", in_channels=1, classes=2), config, weights / "tiny")
+    ann = root / "ann"
+    (ann / "images").mkdir(parents=True)
+    (ann / "masks").mkdir()
+    labels = _touching_pairs()
+    image = (labels > 0) * 800 + np.random.default_rng(0).normal(200, 30, labels.shape)
+    for i in range(2):
+        tifffile.imwrite(ann / "images" / f"im{i}.tif", np.roll(image, 5 * i, axis=1).astype(np.uint16))
+        tifffile.imwrite(ann / "masks" / f"im{i}.tif", np.roll(labels, 5 * i, axis=1))
+    return weights, ann
+
+
+def test_calibrate_cli_writes_a_copy_and_leaves_shipped_models_alone(tmp_path, monkeypatch):
+    weights, ann = _model_and_annotations(tmp_path)
+    monkeypatch.setenv("CELLSEG_WEIGHTS", str(weights))
+    shipped = (weights / "tiny" / "config.json").read_text()
+
+    refused = runner.invoke(app, ["calibrate", "tiny", str(ann), "--device", "cpu"])
+    assert refused.exit_code == 1 and "-o FOLDER" in refused.output
+
+    dry = runner.invoke(app, ["calibrate", "tiny", str(ann), "--device", "cpu", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    record = json.loads(dry.stdout)
+    assert record["frames"] == 2 and record["tta"] == "none"
+    assert record["after"]["objective"] >= record["before"]["objective"]
+
+    out = tmp_path / "calibrated"
+    done = runner.invoke(app, ["calibrate", "tiny", str(ann), "-o", str(out), "--device", "cpu", "--json"])
+    assert done.exit_code == 0, done.output
+    written = json.loads((out / "config.json").read_text())
+    assert (written["threshold"], written["seed_threshold"]) == (record["after"]["threshold"],
+                                                                 record["after"]["seed_threshold"])
+    assert written["training"]["calibration"] == json.loads(done.stdout)
+    assert (out / "model.safetensors").read_bytes() == (weights / "tiny" / "model.safetensors").read_bytes()
+    assert (weights / "tiny" / "config.json").read_text() == shipped
+
+    again = runner.invoke(app, ["calibrate", "tiny", str(ann), "-o", str(out), "--device", "cpu"])
+    assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_calibrate_cli_updates_a_model_folder_in_place(tmp_path):
+    weights, ann = _model_and_annotations(tmp_path)
+    folder = weights / "tiny"
+    result = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["threshold"] == record["after"]["threshold"]
+    assert config["training"]["calibration"]["frames"] == 2
