@@ -218,6 +218,11 @@ def segment_cli(
     gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth labels (TIFF stack, folder or zarr) to "
                   "score against; writes NAME.scores.csv.")] = None,
     device: DeviceOpt = "auto",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Spread frames over a Dask cluster: "
+                         "tcp://HOST:8786, a scheduler .json file, or local[:N] (needs cellseg[distributed]; "
+                         "workers must share the file system).")] = None,
+    frames_per_task: Annotated[int, typer.Option("--frames-per-task", help="Frames per Dask task "
+                               "(with --scheduler).")] = 8,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -235,28 +240,44 @@ def segment_cli(
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")
+        client = None
+        if scheduler is not None:
+            from .distributed import connect
+
+            client = connect(scheduler)
         summaries = []
-        for source in inputs:
-            with console.progress(f"segment {source.name}", quiet=as_json) as report:
-                result = pipeline.segment(source, config, out=out, several=len(inputs) > 1, progress=report,
-                                          notify=None if as_json else console.info)
-            s = result.summary()
-            summaries.append(s)
-            if not as_json:
-                console.info(f"{source}: {s['frames']} frames, {s['cells_total']} cells "
-                             f"({s['cells_per_frame_mean']:.1f} per frame) in {s['seconds']:.1f} s "
-                             f"({s['frames_per_second']:.2f} frames/s) -> {s['zarr']}, {s['cells_table']}, "
-                             f"{s['frames_table']}")
-                if result.scores:
-                    sc = result.scores
-                    console.info(f"scores vs {gt}: pixel Jaccard {sc['jaccard']['mean']:.4f}, "
-                                 f"Dice {sc['dice']['mean']:.4f}, object F1@0.5 {sc['f1']['mean']:.4f}, "
-                                 f"mean AP {sc['mean_ap']['mean']:.4f} -> {s['scores_table']}")
+        try:
+            for source in inputs:
+                with console.progress(f"segment {source.name}", quiet=as_json) as report:
+                    result = pipeline.segment(source, config, out=out, several=len(inputs) > 1, progress=report,
+                                              notify=None if as_json else console.info, scheduler=client,
+                                              frames_per_task=frames_per_task)
+                summaries.append(_report_segment(source, result, gt, as_json))
+        finally:
+            if client is not None:
+                client.close()
         if as_json:
             console.print_json(summaries[0] if len(summaries) == 1 else summaries)
 
     _run(action, debug=debug)
 
+
+def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> dict:
+    """One line per stack (and its scores) on the console; the summary dict for --json."""
+    from . import console
+
+    s = result.summary()
+    if not as_json:
+        console.info(f"{source}: {s['frames']} frames, {s['cells_total']} cells "
+                     f"({s['cells_per_frame_mean']:.1f} per frame) in {s['seconds']:.1f} s "
+                     f"({s['frames_per_second']:.2f} frames/s) -> {s['zarr']}, {s['cells_table']}, "
+                     f"{s['frames_table']}")
+        if result.scores:
+            sc = result.scores
+            console.info(f"scores vs {gt}: pixel Jaccard {sc['jaccard']['mean']:.4f}, "
+                         f"Dice {sc['dice']['mean']:.4f}, object F1@0.5 {sc['f1']['mean']:.4f}, "
+                         f"mean AP {sc['mean_ap']['mean']:.4f} -> {s['scores_table']}")
+    return s
 
 @app.command("evaluate")
 def evaluate_cli(

@@ -131,20 +131,51 @@ def resolve_tta(tta: str, device: torch.device) -> str:
     return tta
 
 
-def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event) -> None:
-    """Read and normalise frames ahead of the device; errors travel down the queue."""
+@dataclass(frozen=True)
+class FrameSettings:
+    """What turns one frame's probabilities into outputs (resolved from the model and the options)."""
+
+    threshold: float
+    seed_threshold: float
+    min_size: int
+    pixel_size_um: float | None
+    save_image: bool
+    save_probabilities: bool
+
+
+def frame_outputs(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings):
+    """Frame ``t``'s instance labels, per-cell table (dict of columns) and per-frame row."""
+    from .instances import label_instances
+    from .morphology import cell_table, frame_table_row
+
+    interior = prob[1] if prob.shape[0] > 1 else None
+    labels = label_instances(prob[0], interior, threshold=settings.threshold,
+                             seed_threshold=settings.seed_threshold, min_size=settings.min_size)
+    px = settings.pixel_size_um
+    return labels, cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t,
+                                                                                       pixel_size_um=px)
+
+
+def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(raw, normalised) frames of ``stack``; a NaN or constant frame is a CellsegError naming it."""
     from .normalize import BadFrameError, normalize
 
+    for t in frames:
+        raw = stack.frame(t)
+        try:
+            norm = normalize(raw, percentiles)
+        except BadFrameError as exc:
+            raise CellsegError(f"{path}: frame {t}: {exc}; remove or replace that frame") from None
+        yield raw, norm
+
+
+def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event) -> None:
+    """Read and normalise frames ahead of the device; errors travel down the queue."""
     try:
-        for t in range(len(stack)):
+        for item in normalised_frames(stack, percentiles, path, range(len(stack))):
             if stop.is_set():
                 return
-            raw = stack.frame(t)
-            try:
-                norm = normalize(raw, percentiles)
-            except BadFrameError as exc:
-                raise CellsegError(f"{path}: frame {t}: {exc}; remove or replace that frame") from None
-            out.put((raw, norm))
+            out.put(item)
         out.put(None)
     except BaseException as exc:  # handed to the consumer, which re-raises it
         out.put(exc)
@@ -161,7 +192,7 @@ def _items(q: queue.Queue) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield item
 
 
-def _network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(raw frame, (K, Y, X) probabilities) through the tiled predictor."""
     from collections import deque
 
@@ -176,40 +207,67 @@ def _network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]
         yield raws.popleft(), prob
 
 
-def _baseline_stream(method, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def baseline_stream(method, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(raw frame, (1, Y, X) binary mask as probabilities) from a classical method on the raw frame."""
     for raw, _ in items:
         yield raw, method(raw).astype(np.float32)[None]
 
 
-def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, several: bool = False,
-            progress: Progress | None = None, notify: Callable[[str], None] | None = None) -> SegmentResult:
-    """Segment every frame of ``source`` into an OME-Zarr of labels plus per-cell and per-frame tables."""
-    from .device import autocast_dtype, resolve_device
+def make_predictor(model, device: torch.device, config: SegmentConfig):
+    """The tiled predictor for ``model`` on ``device`` with ``config``'s tiling, TTA and batch size."""
+    from .device import autocast_dtype
     from .inference import InferenceOptions, TiledPredictor, network_callable
-    from .instances import label_instances
-    from .io.omezarr import OmeZarrWriter
-    from .io.readers import open_stack
-    from .io.tables import TableWriter
-    from .models import load_model
-    from .morphology import cell_table, frame_table_row
 
-    started = time.monotonic()
-    source = Path(source)
-    device = resolve_device(config.device)
-    baseline = config.model in BASELINES
-    model = _baseline_model(config.model) if baseline else load_model(config.model)
-    mc = model.config
     tta = resolve_tta(config.tta, device)
-    tile = config.tile or (CPU_TILE if device.type == "cpu" else mc.tile)
+    tile = config.tile or (CPU_TILE if device.type == "cpu" else model.config.tile)
     batch = config.batch_size or (1 if device.type == "cpu" else GPU_BATCH)
     try:
         options = InferenceOptions(tile=tile, overlap=config.overlap, tta=tta, batch_size=batch)
     except ValueError as exc:
         raise CellsegError(f"--tile/--overlap/--tta: {exc}") from None
-    threshold = mc.threshold if config.threshold is None else config.threshold
-    seed_threshold = mc.seed_threshold if config.seed_threshold is None else config.seed_threshold
-    min_size = mc.min_size if config.min_size is None else config.min_size
+    if model.network is None:
+        return None, options
+    return TiledPredictor(network_callable(model.network, device), device, options,
+                          autocast=autocast_dtype(device)), options
+
+
+def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, several: bool = False,
+            progress: Progress | None = None, notify: Callable[[str], None] | None = None,
+            scheduler=None, frames_per_task: int = 8) -> SegmentResult:
+    """Segment every frame of ``source`` into an OME-Zarr of labels plus per-cell and per-frame tables.
+
+    With ``scheduler`` (a ``dask.distributed.Client``, or an address, scheduler file or ``local[:N]`` to
+    connect to), frame ranges of ``frames_per_task`` frames are segmented by the cluster's workers (see
+    :mod:`cellsegcli.distributed`).
+    """
+    from .device import resolve_device
+    from .io.omezarr import OmeZarrWriter
+    from .io.readers import open_stack
+    from .io.tables import TableWriter
+    from .models import load_model
+
+    if isinstance(scheduler, str):
+        from .distributed import connect
+
+        with connect(scheduler) as client:
+            return segment(source, config, out=out, several=several, progress=progress, notify=notify,
+                           scheduler=client, frames_per_task=frames_per_task)
+    started = time.monotonic()
+    source = Path(source)
+    baseline = config.model in BASELINES
+    model = _baseline_model(config.model) if baseline else load_model(config.model)
+    mc = model.config
+    if scheduler is None:
+        device = resolve_device(config.device)
+        predictor, options = make_predictor(model, device, config)
+        device_name, tta, tile = str(device), options.tta, options.tile
+    else:
+        client = scheduler
+        predictor, device = None, None
+        device_name, tta, tile = f"dask {client.scheduler.address} ({config.device})", config.tta, config.tile or 0
+    settings_thresholds = (mc.threshold if config.threshold is None else config.threshold,
+                           mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
+                           mc.min_size if config.min_size is None else config.min_size)
     outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
     stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
     info = stack.info
@@ -220,16 +278,16 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     px = info.pixel_size_um
+    settings = FrameSettings(*settings_thresholds, pixel_size_um=px, save_image=config.save_image,
+                             save_probabilities=config.save_probabilities)
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
-        "threshold": threshold, "seed_threshold": seed_threshold, "min_size": min_size,
-        "device": str(device), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threshold": settings.threshold, "seed_threshold": settings.seed_threshold, "min_size": settings.min_size,
+        "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
     }
-    predictor = None if baseline else TiledPredictor(network_callable(model.network, device), device, options,
-                                                     autocast=autocast_dtype(device))
-    if notify is not None and device.type == "cpu" and tta != "none" and not baseline:
+    if notify is not None and device is not None and device.type == "cpu" and tta != "none" and not baseline:
         n = len(_tta.transforms(tta))
         notify(f"--tta {tta} runs {n} forward passes per tile: about {n}x the time of --tta none "
                f"(roughly {n * 1.7 * info.shape[0] * info.shape[1] / 1024**2:.0f} s per frame on 2 CPU cores); "
@@ -242,59 +300,75 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             TableWriter(outputs.cells, format=config.table_format, overwrite=config.overwrite) as cells_out, \
             TableWriter(outputs.frames, format=config.table_format, overwrite=config.overwrite) as frames_out:
 
-        def post(t: int, prob: np.ndarray, raw: np.ndarray) -> None:
-            interior = prob[1] if prob.shape[0] > 1 else None
-            labels = label_instances(prob[0], interior, threshold=threshold, seed_threshold=seed_threshold,
-                                     min_size=min_size)
-            cells_out.append(cell_table(labels, raw, frame=t, pixel_size_um=px))
-            frames_out.append({k: [v] for k, v in frame_table_row(labels, frame=t, pixel_size_um=px).items()})
-            zarr_out.write_frame(t, labels, image=raw if config.save_image else None,
-                                 probabilities=prob[0] if config.save_probabilities else None)
-            counts.append(int(labels.max()))
+        def record(cells: dict, row: dict, n_cells: int) -> None:
+            cells_out.append(cells)
+            frames_out.append({k: [v] for k, v in row.items()})
+            counts.append(n_cells)
+            if progress is not None:
+                progress(len(counts), info.n_frames)
 
-        frames_q: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        reader = threading.Thread(target=_reader, args=(stack, mc.percentiles, source, frames_q, stop), daemon=True)
-        reader.start()
-        pending: list[Future] = []
-        if baseline:
-            from . import baselines
+        if scheduler is not None:
+            from .distributed import run_jobs
 
-            stream = _baseline_stream(getattr(baselines, config.model), _items(frames_q))
+            run_jobs(client, source, config, model, settings, zarr_out, info.n_frames, frames_per_task, record)
         else:
-            stream = _network_stream(predictor, _items(frames_q))
-        try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
-                for t, (raw, prob) in enumerate(stream):
-                    pending.append(pool.submit(post, t, prob, raw))
-                    while len(pending) > 1 or (pending and pending[0].done()):
-                        pending.pop(0).result()
-                        if progress is not None:
-                            progress(len(counts), info.n_frames)
-                    if t == 0 and notify is not None and info.n_frames > 1:
-                        per = time.monotonic() - started
-                        notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
-                               f"~{per * info.n_frames / 60:.1f} min for {info.n_frames} frames")
-                for f in pending:
-                    f.result()
-        finally:
-            stop.set()
-            while reader.is_alive():
-                try:
-                    frames_q.get_nowait()
-                except queue.Empty:
-                    reader.join(timeout=0.1)
+            _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify, started, device,
+                          info.n_frames)
         if progress is not None:
             progress(len(counts), info.n_frames)
         seconds = time.monotonic() - started
         cells_out.commit()
         frames_out.commit()
         zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts))})
-    result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, str(device), tta,
+    result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px)
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result
+
+
+def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
+                  started: float, device, n_frames: int) -> None:
+    """Reader thread -> device -> post thread, in this process."""
+
+    def post(t: int, prob: np.ndarray, raw: np.ndarray) -> None:
+        labels, cells, row = frame_outputs(t, prob, raw, settings)
+        zarr_out.write_frame(t, labels, image=raw if settings.save_image else None,
+                             probabilities=prob[0] if settings.save_probabilities else None)
+        record(cells, row, int(labels.max()))
+
+    frames_q: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames_q, stop),
+                              daemon=True)
+    reader.start()
+    pending: list[Future] = []
+    if predictor is None:
+        from . import baselines
+
+        stream = baseline_stream(getattr(baselines, model.config.name), _items(frames_q))
+    else:
+        stream = network_stream(predictor, _items(frames_q))
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
+            for t, (raw, prob) in enumerate(stream):
+                pending.append(pool.submit(post, t, prob, raw))
+                while len(pending) > 1 or (pending and pending[0].done()):
+                    pending.pop(0).result()
+                if t == 0 and notify is not None and n_frames > 1:
+                    per = time.monotonic() - started
+                    tta = predictor.options.tta if predictor else "none"
+                    notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
+                           f"~{per * n_frames / 60:.1f} min for {n_frames} frames")
+            for f in pending:
+                f.result()
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                frames_q.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.1)
 
 
 def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ from .atomic import AtomicOutput, remove_path, replace_path
 NGFF_VERSION = "0.5"
 LABEL_NAME = "cells"
 PROBABILITY_SCALE = 255  # stored uint8 value = round(probability * 255)
+IMAGE_PATH, LABELS_PATH, PROBABILITIES_PATH = "0", f"labels/{LABEL_NAME}/0", "probabilities/0"
 
 
 def multiscales(name: str, pixel_size_um: float | None) -> list[dict]:
@@ -228,23 +230,25 @@ class OmeZarrWriter(AtomicOutput):
             raise ValueError("pass image= exactly when the writer was created with an image_dtype")
         if (probabilities is None) != (self._probabilities is None):
             raise ValueError("pass probabilities= exactly when the writer has save_probabilities=True")
-        frames = [(self._labels, _as_uint32_labels(self._check_shape(labels, "labels")))]
-        if image is not None:
-            image = self._check_shape(image, "image").astype(self.image_dtype, casting="safe")
-            frames.append((self._image, image))
-        if probabilities is not None:
-            probs = np.clip(self._check_shape(probabilities, "probabilities"), 0, 1)
-            frames.append((self._probabilities, np.rint(probs * PROBABILITY_SCALE).astype(np.uint8)))
+        frames = encode_frame(self.shape, labels, image=image, image_dtype=self.image_dtype,
+                              probabilities=probabilities)
+        arrays = {LABELS_PATH: self._labels, IMAGE_PATH: self._image, PROBABILITIES_PATH: self._probabilities}
         with self._on_os_error():
-            for array, frame in frames:
-                array[t] = frame
+            for path, frame in frames.items():
+                arrays[path][t] = frame
         self._written[t] = True
 
-    def _check_shape(self, array: np.ndarray, what: str) -> np.ndarray:
-        array = np.asarray(array)
-        if array.shape != self.shape:
-            raise ValueError(f"{what} frame has shape {array.shape}, expected {self.shape}")
-        return array
+    def frame_store(self) -> FrameStore:
+        """A handle other processes write frames through (then :meth:`mark_written` them here)."""
+        self._check_open("frame_store")
+        return FrameStore(self.temp_path, self.shape, self.image_dtype, self.save_probabilities)
+
+    def mark_written(self, t: int) -> None:
+        """Record that frame ``t`` was written through a :class:`FrameStore`."""
+        self._check_open("mark_written")
+        if self._written[t]:
+            raise RuntimeError(f"frame {t} written twice")
+        self._written[t] = True
 
     def commit(self, extra_attributes: dict | None = None) -> Path:
         """Finish the store: record ``extra_attributes`` and ``"complete": True``, then rename it to ``path``.
@@ -285,6 +289,49 @@ class OmeZarrWriter(AtomicOutput):
         if self._state != "committed":
             self._state = "aborted"
             remove_path(self.temp_path)
+
+
+def encode_frame(shape: tuple[int, int], labels: np.ndarray, *, image: np.ndarray | None,
+                 image_dtype: np.dtype | None, probabilities: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The arrays of one frame as stored, keyed by their path in the store; checks shapes and dtypes."""
+    def check(array: np.ndarray, what: str) -> np.ndarray:
+        array = np.asarray(array)
+        if array.shape != shape:
+            raise ValueError(f"{what} frame has shape {array.shape}, expected {shape}")
+        return array
+
+    out = {LABELS_PATH: _as_uint32_labels(check(labels, "labels"))}
+    if image is not None:
+        out[IMAGE_PATH] = check(image, "image").astype(image_dtype, casting="safe")
+    if probabilities is not None:
+        probs = np.clip(check(probabilities, "probabilities"), 0, 1)
+        out[PROBABILITIES_PATH] = np.rint(probs * PROBABILITY_SCALE).astype(np.uint8)
+    return out
+
+
+@dataclass(frozen=True)
+class FrameStore:
+    """A picklable handle on an open :class:`OmeZarrWriter`'s temporary store, for writing frames from
+    other processes or machines (Dask workers) that see the same file system. Each frame is one chunk,
+    so writers of different frames never touch the same file. The writer that handed it out still
+    commits: it must be told which frames were written (:meth:`OmeZarrWriter.mark_written`)."""
+
+    temp_path: Path
+    shape: tuple[int, int]
+    image_dtype: np.dtype | None
+    save_probabilities: bool
+
+    def write_frame(self, t: int, labels: np.ndarray, *, image: np.ndarray | None = None,
+                    probabilities: np.ndarray | None = None) -> None:
+        """Write frame ``t`` (see :meth:`OmeZarrWriter.write_frame`)."""
+        if (image is None) != (self.image_dtype is None):
+            raise ValueError("pass image= exactly when the store holds the image")
+        if (probabilities is None) == self.save_probabilities:
+            raise ValueError("pass probabilities= exactly when the store holds probabilities")
+        store = LocalStore(self.temp_path)
+        for path, frame in encode_frame(self.shape, labels, image=image, image_dtype=self.image_dtype,
+                                        probabilities=probabilities).items():
+            zarr.open_array(store, path=path, mode="r+", zarr_format=3)[t] = frame
 
 
 def _as_uint32_labels(labels: np.ndarray) -> np.ndarray:

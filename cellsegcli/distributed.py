@@ -1,0 +1,132 @@
+"""Scale-out over a Dask cluster: a stack's frames, in ranges, segmented by the cluster's workers.
+
+The client (``cellseg segment --scheduler ADDRESS``) creates the output store and the tables as usual;
+each task opens the stack itself, runs frames ``start..stop`` through the model on its worker's device
+and writes their labels straight into the store's temporary folder (one chunk per frame, so tasks never
+touch the same file), returning only the per-cell and per-frame tables. The client appends those in
+frame order and commits, so a run that fails anywhere leaves no output that looks complete. Workers
+must see the input, the model folder and the output folder at the same paths (a shared file system).
+
+Start a cluster with ``dask scheduler`` on one machine and ``dask worker tcp://HOST:8786`` on each GPU
+machine (one worker per GPU: ``CUDA_VISIBLE_DEVICES=i dask worker ... --nthreads 1``). ``local[:N]``
+runs N in-process workers on this machine, to try the distributed path without a cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CellsegError
+
+_MODELS: dict[tuple[str, str | None], object] = {}   # per worker process: (model folder, sha256) -> Model
+_MODELS_LOCK = threading.Lock()
+
+
+def connect(scheduler: str, *, timeout: float = 15):
+    """A ``dask.distributed.Client`` for an address (``tcp://host:8786``), a scheduler file (``.json``)
+    or ``local[:N]`` (N in-process workers, one thread each)."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise CellsegError("--scheduler needs dask.distributed; install it with "
+                           "pip install 'cellseg[distributed]'") from None
+    if scheduler == "local" or scheduler.startswith("local:"):
+        n = int(scheduler.partition(":")[2] or 2)
+        return Client(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=":0")
+    try:
+        if scheduler.endswith(".json"):
+            return Client(scheduler_file=scheduler, timeout=timeout)
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise CellsegError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); start one with "
+                           f"'dask scheduler' and workers with 'dask worker ADDRESS'") from None
+
+
+@dataclass(frozen=True)
+class Job:
+    """Frames ``start``..``stop`` of one stack, as a task a worker can run on its own."""
+
+    source: Path
+    config: object          # pipeline.SegmentConfig
+    model: str              # model folder (resolved by the client) or a baseline's name
+    sha256: str | None
+    settings: object        # pipeline.FrameSettings
+    store: object           # io.omezarr.FrameStore
+    start: int
+    stop: int
+
+
+def _model(folder: str, sha256: str | None):
+    from .models import load_model
+
+    with _MODELS_LOCK:
+        key = (folder, sha256)
+        if key not in _MODELS:
+            model = load_model(folder)
+            if sha256 is not None and model.sha256 != sha256:
+                raise CellsegError(f"{folder}: the weights on this worker differ from the client's "
+                                   f"(sha256 {model.sha256[:12]} vs {sha256[:12]}); give every machine the "
+                                   f"same model folder")
+            _MODELS[key] = model
+        return _MODELS[key]
+
+
+def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
+    """Segment ``job``'s frames on this worker; write labels into the store, return the tables."""
+    from . import pipeline
+    from .device import resolve_device
+    from .io.readers import open_stack
+
+    config = job.config
+    results = []
+    with open_stack(job.source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size) as stack:
+        if job.model in pipeline.BASELINES:
+            from . import baselines
+
+            model = pipeline._baseline_model(job.model)
+            items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
+            stream = pipeline.baseline_stream(getattr(baselines, job.model), items)
+        else:
+            model = _model(job.model, job.sha256)
+            device = resolve_device(config.device)
+            predictor, _ = pipeline.make_predictor(model, device, config)
+            items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
+            stream = pipeline.network_stream(predictor, items)
+        settings = job.settings
+        for t, (raw, prob) in zip(range(job.start, job.stop), stream, strict=True):
+            labels, cells, row = pipeline.frame_outputs(t, prob, raw, settings)
+            job.store.write_frame(t, labels, image=raw if settings.save_image else None,
+                                  probabilities=prob[0] if settings.save_probabilities else None)
+            results.append((t, cells, row, int(labels.max())))
+    return results
+
+
+def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: int, frames_per_task: int,
+             record: Callable[[dict, dict, int], None]) -> None:
+    """Submit the stack's frame ranges to the cluster and record their tables in frame order."""
+    from dask.distributed import as_completed
+
+    if frames_per_task < 1:
+        raise CellsegError(f"--frames-per-task {frames_per_task}: must be at least 1")
+    name = model.config.name if model.path is None else str(model.path.resolve())
+    store = zarr_out.frame_store()
+    jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames))
+            for a in range(0, n_frames, frames_per_task)]
+    futures = [client.submit(run_job, job, pure=False) for job in jobs]
+    order = {f.key: i for i, f in enumerate(futures)}
+    done: dict[int, list] = {}
+    next_job = 0
+    try:
+        for future in as_completed(futures):
+            done[order[future.key]] = future.result()   # re-raises a worker's error here
+            while next_job in done:
+                for t, cells, row, n_cells in done.pop(next_job):
+                    zarr_out.mark_written(t)
+                    record(cells, row, n_cells)
+                next_job += 1
+    except BaseException:
+        client.cancel(futures)
+        raise
