@@ -377,3 +377,28 @@ def test_pixel_size_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="pixel_size_um must be positive or None, got 0"):
         OmeZarrWriter(tmp_path / "a.zarr", n_frames=1, shape=(2, 2), image_dtype=None, pixel_size_um=0)
     assert leftovers(tmp_path) == []
+
+
+def test_frames_written_through_a_pickled_frame_store_match_direct_writes(tmp_path):
+    import pickle
+
+    direct = tmp_path / "direct.zarr"
+    write(direct, probabilities=True)
+    remote = tmp_path / "remote.zarr"
+    with OmeZarrWriter(remote, n_frames=T, shape=(Y, X), image_dtype=np.uint16, save_probabilities=True) as w:
+        store = pickle.loads(pickle.dumps(w.frame_store()))  # as a Dask worker receives it
+        for t in reversed(range(T)):
+            labels, image, probs = frames(t)
+            store.write_frame(t, labels, image=image, probabilities=probs)
+        with pytest.raises(RuntimeError, match="never written"):
+            w.commit()  # the writer only knows what it was told
+        for t in range(T):
+            w.mark_written(t)
+        with pytest.raises(RuntimeError, match="twice"):
+            w.mark_written(0)
+        with pytest.raises(ValueError, match="probabilities"):
+            store.write_frame(0, frames(0)[0], image=frames(0)[1])
+        w.commit()
+    a, b = zarr.open_group(direct, mode="r"), zarr.open_group(remote, mode="r")
+    for key in ("0", "labels/cells/0", "probabilities/0"):
+        np.testing.assert_array_equal(a[key][:], b[key][:])
