@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,11 @@ def calibrate_samples(network, config, samples, device, *, tta: str = "none",
     """Choose ``config``'s thresholds on annotated samples (``training.data.Sample``)."""
     from .inference import network_callable
 
+    from .pipeline import CPU_TILE
+
+    tile = CPU_TILE if device.type == "cpu" else config.tile   # as cellseg segment tiles on this device
     maps = probability_maps(network_callable(network, device), (s.image for s in samples), device, tta=tta,
-                            tile=config.tile)
+                            tile=tile)
     truths = [s.labels for s in samples]
     thresholds = sorted({*THRESHOLDS, config.threshold})
     seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})

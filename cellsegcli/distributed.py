@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import CellsegError
 
-_MODELS: dict[tuple[str, str | None], object] = {}   # per worker process: (model folder, sha256) -> Model
+_MODELS: dict[tuple, tuple] = {}   # per worker process: (folder, sha256, device) -> (Model, callable)
 _MODELS_LOCK = threading.Lock()
 
 
@@ -59,18 +59,24 @@ class Job:
     stop: int
 
 
-def _model(folder: str, sha256: str | None):
+def _model(folder: str, sha256: str | None, device):
+    """This worker process's copy of the model on ``device`` and its callable, loaded once.
+
+    Workers that are threads of one process share it: the network is moved to the device and to
+    channels_last here, under a lock, and never again; doing that while another thread runs the network
+    swaps its weights' storage under a running kernel (seen as garbage outputs)."""
+    from .inference import network_callable
     from .models import load_model
 
     with _MODELS_LOCK:
-        key = (folder, sha256)
+        key = (folder, sha256, str(device))
         if key not in _MODELS:
             model = load_model(folder)
             if sha256 is not None and model.sha256 != sha256:
                 raise CellsegError(f"{folder}: the weights on this worker differ from the client's "
                                    f"(sha256 {model.sha256[:12]} vs {sha256[:12]}); give every machine the "
                                    f"same model folder")
-            _MODELS[key] = model
+            _MODELS[key] = (model, network_callable(model.network, device))
         return _MODELS[key]
 
 
@@ -90,9 +96,9 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
             items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
             stream = pipeline.baseline_stream(getattr(baselines, job.model), items)
         else:
-            model = _model(job.model, job.sha256)
             device = resolve_device(config.device)
-            predictor, _ = pipeline.make_predictor(model, device, config)
+            model, call = _model(job.model, job.sha256, device)
+            predictor, _ = pipeline.make_predictor(model, device, config, call=call)
             items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
             stream = pipeline.network_stream(predictor, items)
         settings = job.settings

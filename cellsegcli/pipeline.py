@@ -213,8 +213,9 @@ def baseline_stream(method, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield raw, method(raw).astype(np.float32)[None]
 
 
-def make_predictor(model, device: torch.device, config: SegmentConfig):
-    """The tiled predictor for ``model`` on ``device`` with ``config``'s tiling, TTA and batch size."""
+def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=None):
+    """The tiled predictor for ``model`` on ``device`` with ``config``'s tiling, TTA and batch size;
+    ``call`` is the network as a callable already on ``device`` (default: prepared here)."""
     from .device import autocast_dtype
     from .inference import InferenceOptions, TiledPredictor, network_callable
 
@@ -227,7 +228,7 @@ def make_predictor(model, device: torch.device, config: SegmentConfig):
         raise CellsegError(f"--tile/--overlap/--tta: {exc}") from None
     if model.network is None:
         return None, options
-    return TiledPredictor(network_callable(model.network, device), device, options,
+    return TiledPredictor(call or network_callable(model.network, device), device, options,
                           autocast=autocast_dtype(device)), options
 
 
@@ -288,9 +289,12 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
     }
     if notify is not None and device is not None and device.type == "cpu" and tta != "none" and not baseline:
+        from .device import autocast_dtype
+
         n = len(_tta.transforms(tta))
+        per_pass = 0.8 if autocast_dtype(device) is not None else 1.4   # s per megapixel, 2 cores (benchmarks)
         notify(f"--tta {tta} runs {n} forward passes per tile: about {n}x the time of --tta none "
-               f"(roughly {n * 1.7 * info.shape[0] * info.shape[1] / 1024**2:.0f} s per frame on 2 CPU cores); "
+               f"(roughly {n * per_pass * info.shape[0] * info.shape[1] / 1024**2:.0f} s per frame on 2 CPU cores); "
                f"press Ctrl-C and pass --tta none for speed")
     counts: list[int] = []
     with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
@@ -314,8 +318,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         else:
             _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify, started, device,
                           info.n_frames)
-        if progress is not None:
-            progress(len(counts), info.n_frames)
         seconds = time.monotonic() - started
         cells_out.commit()
         frames_out.commit()

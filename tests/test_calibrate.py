@@ -33,10 +33,10 @@ def _touching_pairs(size=96) -> np.ndarray:
 def test_sweep_picks_the_thresholds_that_recover_the_truth():
     labels = _touching_pairs()
     # cell probability 0.35 inside: only threshold 0.3 keeps the cells; interior 0.75: seed thresholds
-    # up to 0.7 split the pairs, 0.8 finds no seeds and merges each pair into one object
+    # up to 0.7 split the pairs, 0.8 and 0.9 find no seeds and merge each pair into one object
     prob = np.stack([0.35 * (labels > 0), 0.75 * interior_target(labels)]).astype(np.float32)
     settings = sweep([prob], [labels])
-    assert len(settings) == 5 * 6
+    assert len(settings) == 5 * 7
     chosen = best(settings)
     assert (chosen.threshold, chosen.seed_threshold) == (0.3, 0.5)  # tie among 0.3..0.7 -> nearest 0.5
     assert chosen.jaccard == 1.0 and chosen.f1 == 1.0

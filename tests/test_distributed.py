@@ -98,7 +98,9 @@ def test_segment_cli_with_a_local_cluster(tmp_path, model_dir):
 
 
 def test_a_worker_refuses_weights_that_differ_from_the_clients(model_dir):
+    import torch
+
     from cellsegcli.distributed import _model
 
     with pytest.raises(CellsegError, match="differ from the client's"):
-        _model(str(model_dir), "0" * 64)
+        _model(str(model_dir), "0" * 64, torch.device("cpu"))
