@@ -204,6 +204,8 @@ def segment_cli(
                           "(default 8 on GPU, 1 on CPU).")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cell probability threshold "
                          "(default: the model's).")] = None,
+    seed_threshold: Annotated[Optional[float], typer.Option("--seed-threshold", help="Cell interior probability "
+                              "that seeds a cell; higher splits fewer cells (default: the model's).")] = None,
     min_size: Annotated[Optional[int], typer.Option("--min-size", help="Smallest cell kept, in pixels.")] = None,
     axes: Annotated[Optional[str], typer.Option("--axes", help="Override the file's axes, e.g. TYX, TCYX.")] = None,
     channel: Annotated[Optional[int], typer.Option("--channel", help="Channel to segment when there are "
@@ -234,7 +236,7 @@ def segment_cli(
 
         config = pipeline.SegmentConfig(
             model=model, tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
-            min_size=min_size, device=device, axes=axes, channel=channel, pixel_size=pixel_size,
+            seed_threshold=seed_threshold, min_size=min_size, device=device, axes=axes, channel=channel, pixel_size=pixel_size,
             save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt,
         )

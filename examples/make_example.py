@@ -1,7 +1,8 @@
 """Generate examples/synthetic_stack.tif: a small phase-contrast-like time-lapse made by cellseg's authors.
 
-Cells are dark ellipses with a bright halo on an uneven grey background, drifting and growing a little
-from frame to frame; the matching instance labels go to synthetic_labels.tif. Run:
+Cells are granular ellipses near the background's grey with a bright halo (as T98G cells at 10x), on an
+uneven background, drifting and growing a little from frame to frame; the matching instance labels go to
+synthetic_labels.tif. Run:
 
     python examples/make_example.py [--frames 8] [--size 384]
 """
@@ -38,9 +39,11 @@ def make_stack(frames: int = 8, size: int = 384, cells: int = 24, seed: int = 0)
             free = lab[rr, cc] == 0
             lab[rr[free], cc[free]] = i + 1
         cell = lab > 0
-        texture = ndi.gaussian_filter(rng.normal(0, 1, lab.shape), 2)
+        texture = ndi.gaussian_filter(rng.normal(0, 1, lab.shape), 1)
+        texture /= texture.std()
         halo = ndi.gaussian_filter(cell.astype(float), 3) - ndi.gaussian_filter(cell.astype(float), 1)
-        image = background - 0.18 * cell + 0.05 * texture * cell + 0.6 * np.clip(halo, 0, None)
+        # as T98G cells at 10x: granular bodies near the background's grey, ringed by a bright halo
+        image = background - 0.02 * cell + 0.08 * texture * cell + 0.8 * np.clip(halo, 0, None)
         image = image + rng.normal(0, 0.015, lab.shape)
         images.append(np.clip(image * 40000, 0, 65535).astype(np.uint16))
         labels.append(lab)

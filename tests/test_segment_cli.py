@@ -190,3 +190,11 @@ def test_classical_baseline_runs_as_a_model(env, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["model"] == "phantast" and summary["cells_total"] >= 1
+
+
+def test_threshold_options_override_the_model_and_are_recorded(env, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=1)
+    result = _segment(str(src), "--tile", "64", "--threshold", "0.4", "--seed-threshold", "0.7", "--min-size", "9")
+    assert result.exit_code == 0, result.output
+    attrs = zarr.open_group(tmp_path / "movie.zarr", mode="r").attrs["cellseg"]
+    assert (attrs["threshold"], attrs["seed_threshold"], attrs["min_size"]) == (0.4, 0.7, 9)
