@@ -402,3 +402,39 @@ def test_frames_written_through_a_pickled_frame_store_match_direct_writes(tmp_pa
     a, b = zarr.open_group(direct, mode="r"), zarr.open_group(remote, mode="r")
     for key in ("0", "labels/cells/0", "probabilities/0"):
         np.testing.assert_array_equal(a[key][:], b[key][:])
+
+
+def _dead_pid() -> int:
+    pid = 2**22 - 7
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except OSError:
+            pass
+        pid -= 1
+
+
+def test_stale_partials_of_killed_runs_are_removed_fresh_or_live_ones_kept(tmp_path):
+    from cellsegcli.io.tables import TableWriter
+
+    old = 1e9  # 2001: untouched for years
+    stale = tmp_path / f".out.zarr.partial-{_dead_pid()}"
+    fresh = tmp_path / f".out.zarr.partial-{_dead_pid() - 1}"   # dead, but touched just now
+    live = tmp_path / f".out.zarr.partial-{os.getppid()}"       # old, but its process runs
+    stale_table = tmp_path / f".out.cells.csv.partial-{_dead_pid()}"
+    other = tmp_path / ".unrelated.partial-12"
+    for folder in (stale, fresh, live):
+        (folder / "labels").mkdir(parents=True)
+    stale_table.write_text("frame\n")
+    other.write_text("")
+    for p in (stale, live, stale_table, other):
+        os.utime(p, (old, old))
+    write(tmp_path / "out.zarr")
+    with TableWriter(tmp_path / "out.cells.csv") as table:
+        table.append({"frame": np.zeros(1, int)})
+        table.commit()
+    assert not stale.exists() and not stale_table.exists()
+    assert fresh.exists() and live.exists() and other.exists()
+    assert (tmp_path / "out.zarr").is_dir() and (tmp_path / "out.cells.csv").is_file()

@@ -33,6 +33,50 @@ def remove_path(path: Path) -> None:
         pass
 
 
+STALE_AFTER_S = 3600   # a partial output untouched this long, of a process that is gone, is removed
+
+
+def temp_path_for(path: Path) -> Path:
+    """The hidden temporary name under which ``path`` is built: ``.NAME.partial-<pid>``."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (EPERM)
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path, *, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove ``.NAME.partial-<pid>`` siblings of ``path`` left by killed runs: their process is not
+    running on this machine and they were not modified for ``older_than_s`` seconds (a run on another
+    machine writing to a shared folder keeps its partial fresh). Returns what was removed."""
+    import time
+
+    removed = []
+    prefix = f".{path.name}.partial-"
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        pid = sibling.name[len(prefix):]
+        if not sibling.name.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            age = time.time() - sibling.lstat().st_mtime
+        except OSError:
+            continue
+        if age > older_than_s and not _pid_alive(int(pid)):
+            remove_path(sibling)
+            removed.append(sibling)
+    return removed
+
+
 def replace_path(src: Path, dst: Path, *, overwrite: bool) -> None:
     """Rename ``src`` to ``dst``; an existing ``dst`` is removed only once ``src`` is in place."""
     backup = None

@@ -31,7 +31,6 @@ looks finished; ``attrs["cellseg"]["complete"]`` is ``True`` only in a committed
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from ..errors import OutputExistsError
-from .atomic import AtomicOutput, remove_path, replace_path
+from .atomic import AtomicOutput, remove_path, remove_stale_partials, replace_path, temp_path_for
 
 NGFF_VERSION = "0.5"
 LABEL_NAME = "cells"
@@ -153,9 +152,10 @@ class OmeZarrWriter(AtomicOutput):
             raise ValueError(f"pixel_size_um must be positive or None, got {pixel_size_um}")
         if (self.path.exists() or self.path.is_symlink()) and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
-        self.temp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.temp_path = temp_path_for(self.path)
         with self._on_os_error():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.path)
             remove_path(self.temp_path)
             self._create(pixel_size_um)
 

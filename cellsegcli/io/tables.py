@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CellsegError, OutputExistsError
-from .atomic import AtomicOutput
+from .atomic import AtomicOutput, remove_stale_partials, temp_path_for
 
 FORMATS = ("csv", "parquet")
 ROW_GROUP_ROWS = 65_536
@@ -70,7 +70,7 @@ class TableWriter(AtomicOutput):
         self.path = Path(path)
         self.format = format
         self.overwrite = overwrite
-        self.temp_path = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.temp_path = temp_path_for(self.path)
         self._names: list[str] | None = None
         self._state = "open"  # -> "committed" | "aborted"
         self._file = None  # CSV: the open temp file
@@ -90,6 +90,7 @@ class TableWriter(AtomicOutput):
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
         with self._on_os_error():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_partials(self.path)
             self._file = open(self.temp_path, "w", newline="", encoding="utf-8")  # noqa: SIM115
             if format == "parquet":  # the file only checked that the folder is writable
                 self._file.close()
