@@ -85,17 +85,6 @@ def best(settings: Sequence[Setting], default: tuple[float, float] = (0.5, 0.5))
     return max(settings, key=key)
 
 
-def probability_maps(model: Callable, images: Iterable[np.ndarray], device, *, tta: str = "none",
-                     tile: int = 512) -> list[np.ndarray]:
-    """(K, Y, X) probabilities of normalised images through tiled inference."""
-    from .device import autocast_dtype
-    from .inference import InferenceOptions, TiledPredictor
-
-    predictor = TiledPredictor(model, device, InferenceOptions(tile=tile, tta=tta, batch_size=1),
-                               autocast=autocast_dtype(device))
-    return list(predictor.predict_stream(images))
-
-
 @dataclass
 class Calibration:
     chosen: Setting
@@ -110,23 +99,21 @@ class Calibration:
                 "before": self.current.as_dict(), "after": self.chosen.as_dict()}
 
 
-def calibrate_samples(network, config, samples, device, *, tta: str = "none",
+def calibrate_samples(model, samples, device, *, tta: str = "none",
                       progress: Callable[..., None] | None = None) -> Calibration:
-    """Choose ``config``'s thresholds on annotated samples (``training.data.Sample``)."""
-    from .inference import network_callable
+    """Choose ``model``'s thresholds on annotated samples (``training.data.Sample``), with its
+    probabilities computed as ``cellseg segment`` computes them on ``device``."""
+    from .pipeline import SegmentConfig, make_predictor
 
-    from .pipeline import CPU_TILE
-
-    tile = CPU_TILE if device.type == "cpu" else config.tile   # as cellseg segment tiles on this device
-    maps = probability_maps(network_callable(network, device), (s.image for s in samples), device, tta=tta,
-                            tile=tile)
+    config = model.config
+    predictor, _ = make_predictor(model, device, SegmentConfig(tta=tta))
+    maps = list(predictor.predict_stream(s.image for s in samples))
     truths = [s.labels for s in samples]
-    thresholds = sorted({*THRESHOLDS, config.threshold})
-    seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})
-    settings = sweep(maps, truths, min_size=config.min_size, thresholds=thresholds, seed_thresholds=seeds,
-                     progress=progress)
-    current = next((s for s in settings if s.threshold == config.threshold
-                    and (len(seeds) == 1 or s.seed_threshold == config.seed_threshold)), settings[0])
+    binary = len(config.outputs) == 1   # sweep() then tries the cell threshold only
+    settings = sweep(maps, truths, min_size=config.min_size, thresholds=sorted({*THRESHOLDS, config.threshold}),
+                     seed_thresholds=sorted({*SEED_THRESHOLDS, config.seed_threshold}), progress=progress)
+    current = next(s for s in settings if s.threshold == config.threshold
+                   and (binary or s.seed_threshold == config.seed_threshold))
     return Calibration(best(settings, (config.threshold, config.seed_threshold)), current, settings,
                        len(samples), tta)
 
@@ -169,7 +156,7 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=
         raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
     model = load_model(folder)
     samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
-    result = calibrate_samples(model.network, model.config, samples, device, tta=tta, progress=progress)
+    result = calibrate_samples(model, samples, device, tta=tta, progress=progress)
     if write:
         target = Path(out) if out is not None else folder
         if out is not None:

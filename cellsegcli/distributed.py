@@ -90,23 +90,15 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
     results = []
     with open_stack(job.source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size) as stack:
         if job.model in pipeline.BASELINES:
-            from . import baselines
-
-            model = pipeline._baseline_model(job.model)
-            items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
-            stream = pipeline.baseline_stream(getattr(baselines, job.model), items)
+            model, predictor = pipeline._baseline_model(job.model), None
         else:
             device = resolve_device(config.device)
             model, call = _model(job.model, job.sha256, device)
             predictor, _ = pipeline.make_predictor(model, device, config, call=call)
-            items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, range(job.start, job.stop))
-            stream = pipeline.network_stream(predictor, items)
-        settings = job.settings
-        for t, (raw, prob) in zip(range(job.start, job.stop), stream, strict=True):
-            labels, cells, row = pipeline.frame_outputs(t, prob, raw, settings)
-            job.store.write_frame(t, labels, image=raw if settings.save_image else None,
-                                  probabilities=prob[0] if settings.save_probabilities else None)
-            results.append((t, cells, row, int(labels.max())))
+        frames = range(job.start, job.stop)
+        items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, frames)
+        for t, (raw, prob) in zip(frames, pipeline.frame_stream(model, predictor, items), strict=True):
+            results.append((t, *pipeline.segment_frame(t, prob, raw, job.settings, job.store)))
     return results
 
 

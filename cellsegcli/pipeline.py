@@ -143,17 +143,21 @@ class FrameSettings:
     save_probabilities: bool
 
 
-def frame_outputs(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings):
-    """Frame ``t``'s instance labels, per-cell table (dict of columns) and per-frame row."""
+def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int]:
+    """Frame ``t``'s instance labels, written (with the image and probabilities the settings keep) to
+    ``sink`` (an ``OmeZarrWriter`` or a ``FrameStore``); returns its per-cell table (dict of columns),
+    per-frame row and cell count."""
     from .instances import label_instances
     from .morphology import cell_table, frame_table_row
 
     interior = prob[1] if prob.shape[0] > 1 else None
     labels = label_instances(prob[0], interior, threshold=settings.threshold,
                              seed_threshold=settings.seed_threshold, min_size=settings.min_size)
+    sink.write_frame(t, labels, image=raw if settings.save_image else None,
+                     probabilities=prob[0] if settings.save_probabilities else None)
     px = settings.pixel_size_um
-    return labels, cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t,
-                                                                                       pixel_size_um=px)
+    return (cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t, pixel_size_um=px),
+            int(labels.max()))
 
 
 def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -207,8 +211,15 @@ def network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield raws.popleft(), prob
 
 
-def baseline_stream(method, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(raw frame, (1, Y, X) binary mask as probabilities) from a classical method on the raw frame."""
+def frame_stream(model, predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(raw frame, (K, Y, X) probabilities): through the tiled predictor, or, for a classical baseline
+    (``predictor`` None), its binary mask of the raw frame as (1, Y, X) probabilities."""
+    if predictor is not None:
+        yield from network_stream(predictor, items)
+        return
+    from . import baselines
+
+    method = getattr(baselines, model.config.name)
     for raw, _ in items:
         yield raw, method(raw).astype(np.float32)[None]
 
@@ -266,9 +277,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         client = scheduler
         predictor, device = None, None
         device_name, tta, tile = f"dask {client.scheduler.address} ({config.device})", config.tta, config.tile or 0
-    settings_thresholds = (mc.threshold if config.threshold is None else config.threshold,
-                           mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
-                           mc.min_size if config.min_size is None else config.min_size)
     outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
     stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
     info = stack.info
@@ -279,8 +287,11 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     px = info.pixel_size_um
-    settings = FrameSettings(*settings_thresholds, pixel_size_um=px, save_image=config.save_image,
-                             save_probabilities=config.save_probabilities)
+    settings = FrameSettings(
+        threshold=mc.threshold if config.threshold is None else config.threshold,
+        seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
+        min_size=mc.min_size if config.min_size is None else config.min_size,
+        pixel_size_um=px, save_image=config.save_image, save_probabilities=config.save_probabilities)
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
@@ -334,10 +345,7 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     """Reader thread -> device -> post thread, in this process."""
 
     def post(t: int, prob: np.ndarray, raw: np.ndarray) -> None:
-        labels, cells, row = frame_outputs(t, prob, raw, settings)
-        zarr_out.write_frame(t, labels, image=raw if settings.save_image else None,
-                             probabilities=prob[0] if settings.save_probabilities else None)
-        record(cells, row, int(labels.max()))
+        record(*segment_frame(t, prob, raw, settings, zarr_out))
 
     frames_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -345,12 +353,7 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
                               daemon=True)
     reader.start()
     pending: list[Future] = []
-    if predictor is None:
-        from . import baselines
-
-        stream = baseline_stream(getattr(baselines, model.config.name), _items(frames_q))
-    else:
-        stream = network_stream(predictor, _items(frames_q))
+    stream = frame_stream(model, predictor, _items(frames_q))
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
             for t, (raw, prob) in enumerate(stream):

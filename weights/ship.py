@@ -67,7 +67,7 @@ def main() -> None:
                                           training=training))
     model = load_model(dst)
     samples = [load_sample(p, percentiles=percentiles) for p in val_pairs]
-    result = calibrate_samples(model.network, model.config, samples, torch.device("cpu"))
+    result = calibrate_samples(model, samples, torch.device("cpu"))
     apply(dst, result)
     print(json.dumps({"model": args.name, "min_size": min_size, "calibration": result.record()}, indent=1))
 

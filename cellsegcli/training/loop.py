@@ -315,7 +315,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         from ..calibrate import apply, calibrate_samples
 
         model = load_model(out)
-        result = calibrate_samples(model.network, model.config, val_samples, device)
+        result = calibrate_samples(model, val_samples, device)
         apply(out, result)
         calibration = result.record()
     return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
