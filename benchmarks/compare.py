@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--lr", type=float, help="default: cellseg train's")
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau")
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -44,7 +46,10 @@ def main() -> None:
         out = args.out / arch
         cmd = ["cellseg", "train", str(args.annotations), "-o", str(out), "--arch", arch, "--epochs",
                str(args.epochs), "--patience", str(args.patience), "--crop", str(args.crop), "--val-fraction",
-               str(args.val_fraction), "--seed", str(args.seed), "--device", args.device]
+               str(args.val_fraction), "--seed", str(args.seed), "--device", args.device, "--schedule",
+               args.schedule]
+        if args.lr:
+            cmd += ["--lr", str(args.lr)]
         if args.steps_per_epoch:
             cmd += ["--steps-per-epoch", str(args.steps_per_epoch)]
         if (out / "last.pt").exists():

@@ -313,7 +313,9 @@ def evaluate_cli(
                      "object_recall": "object recall @0.5", "f1": "object F1 @0.5", "mean_ap": "mean AP (DSB2018)",
                      "seg": "SEG (CTC)"}
             console.table(f"{pred} vs {gt} ({len(result.rows)} frames)", ["metric", "mean", "std"],
-                          [[label, result.summary[k]["mean"], result.summary[k]["std"]] for k, label in names.items()])
+                          [[label, result.summary[k]["mean"], result.summary[k]["std"]] for k, label in names.items()]
+                          + [["object F1 @0.5, pooled over frames", result.pooled["f1"], ""],
+                             ["SEG (CTC), pooled over frames", result.pooled["seg"], ""]])
         mean = result.summary["jaccard"]["mean"]
         if min_jaccard is not None and not mean >= min_jaccard:
             console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")

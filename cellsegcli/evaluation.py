@@ -105,10 +105,11 @@ class Evaluation:
     gt: Path
     rows: list[dict] = field(default_factory=list)     # per frame: name + metrics.FRAME_KEYS
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> {mean, std}
+    pooled: dict[str, float] = field(default_factory=dict)  # sequence-level SEG and object counts
 
     def as_dict(self) -> dict:
         return {"pred": str(self.pred), "gt": str(self.gt), "frames": len(self.rows), "summary": self.summary,
-                "per_frame": self.rows}
+                "pooled": self.pooled, "per_frame": self.rows}
 
 
 def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = None) -> Evaluation:
@@ -128,7 +129,7 @@ def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = Non
 
 
 def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None] | None) -> Evaluation:
-    from .metrics import frame_scores, summarize
+    from .metrics import frame_scores, pooled_scores, summarize
 
     pred, gt = p_src.path, g_src.path
     pairs = pair_frames(p_src, g_src)
@@ -142,4 +143,5 @@ def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None]
         if progress is not None:
             progress(done, len(pairs))
     result.summary = summarize([{k: v for k, v in r.items() if k != "frame"} for r in result.rows])
+    result.pooled = pooled_scores(result.rows)
     return result

@@ -43,6 +43,7 @@ __all__ = [
     "seg_score",
     "frame_scores",
     "summarize",
+    "pooled_scores",
 ]
 
 #: IoU thresholds of the Data Science Bowl 2018 metric: 0.50, 0.55, ..., 0.95 (ten values).
@@ -311,7 +312,7 @@ def seg_score(pred: np.ndarray, gt: np.ndarray) -> float:
     For each reference object R, the predicted object P with |R n P| > 0.5 |R| (there is at most one)
     gives J = |R n P| / |R u P|; when there is none, J = 0. SEG is the mean of J over the reference
     objects of this frame. (The challenge's own tool averages over all reference objects of a whole
-    sequence; averaging per-frame values weighs frames equally instead.)
+    sequence; :func:`pooled_scores` does that, averaging per-frame values weighs frames equally.)
 
     Parameters
     ----------
@@ -383,3 +384,35 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
             "n": float(n),
         }
     return summary
+
+
+def pooled_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Sequence-level object scores: counts and SEG pooled over all frames instead of averaged per frame.
+
+    The Cell Tracking Challenge's SEG is the mean Jaccard over *all* reference objects of a sequence, so a
+    frame with many cells weighs more than a frame with few; object precision, recall and F1 @0.5 likewise
+    come from the summed TP/FP/FN. (:func:`summarize` weighs every frame equally.)
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows of :func:`frame_scores` (they need ``seg``, ``n_gt``, ``n_pred``, ``tp``, ``fp``, ``fn``).
+
+    Returns
+    -------
+    dict
+        ``seg`` (NaN when no frame has a reference object), ``object_precision``, ``object_recall``, ``f1``,
+        and the summed ``tp``, ``fp``, ``fn``, ``n_pred``, ``n_gt``.
+    """
+    total = {key: float(sum(row[key] for row in rows)) for key in ("tp", "fp", "fn", "n_pred", "n_gt")}
+    tp, fp, fn = total["tp"], total["fp"], total["fn"]
+    both_empty = total["n_pred"] == 0 and total["n_gt"] == 0
+    # a frame's seg is a mean over its n_gt objects, so seg * n_gt is that frame's sum of object Jaccards
+    seg_sum = sum(row["seg"] * row["n_gt"] for row in rows if row["n_gt"] > 0)
+    return {
+        "seg": seg_sum / total["n_gt"] if total["n_gt"] > 0 else math.nan,
+        "object_precision": _ratio(tp, total["n_pred"], both_empty=both_empty),
+        "object_recall": _ratio(tp, total["n_gt"], both_empty=both_empty),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, both_empty=both_empty),
+        **total,
+    }

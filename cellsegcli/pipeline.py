@@ -399,7 +399,7 @@ def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, dict[str,
     evaluation = evaluate(outputs.zarr, gt)
     rows = evaluation.rows
     write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
-    return evaluation.summary
+    return {**evaluation.summary, "pooled": evaluation.pooled}
 
 
 @dataclass

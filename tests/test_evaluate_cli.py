@@ -44,6 +44,7 @@ def test_folders_pair_by_stem_and_score(folders, tmp_path):
     assert rows["a"]["jaccard"] == pytest.approx(80 / 120)
     assert rows["a"]["f1"] == 1.0 and rows["b"]["seg"] == 1.0
     assert out["summary"]["jaccard"]["mean"] == pytest.approx((80 / 120 + 1) / 2)
+    assert out["pooled"]["seg"] == pytest.approx((80 / 120 + 1) / 2) and out["pooled"]["tp"] == 2
     assert list(pd.read_csv(tmp_path / "s.csv")["frame"]) == ["a", "b"]
 
 

@@ -14,6 +14,7 @@ from cellsegcli.metrics import (
     mean_average_precision,
     object_scores,
     pixel_scores,
+    pooled_scores,
     seg_score,
     summarize,
 )
@@ -239,3 +240,35 @@ def test_summarize_gives_nan_aware_mean_and_sample_std():
     assert summarize([]) == {}
     all_nan = summarize([{"seg": math.nan}])["seg"]
     assert math.isnan(all_nan["mean"]) and all_nan["n"] == 0
+
+
+def _side_by_side(a, b):
+    """Two label frames as one image, ids of ``b`` shifted past ``a``'s so no two objects share an id."""
+    return np.hstack([a, np.where(b > 0, b + a.max(), 0)])
+
+
+def test_pooled_scores_equal_scoring_all_frames_as_one_image(disks):
+    gt1 = np.zeros((20, 60), np.uint32)
+    gt1[0:10, 0:10], gt1[0:10, 20:30], gt1[0:10, 40:50] = 1, 2, 3
+    pred1 = np.zeros_like(gt1)
+    pred1[0:10, 4:12], pred1[0:10, 20:24], pred1[12:18, 50:58] = 1, 2, 3   # J 0.5, a miss, a false positive
+    gt2 = disks[:20, :60].astype(np.uint32)
+    pred2 = np.roll(gt2, 1, axis=1)
+    rows = [frame_scores(pred1, gt1), frame_scores(pred2, gt2), frame_scores(np.zeros_like(gt1), 0 * gt1)]
+    pooled = pooled_scores(rows)
+    whole_p = _side_by_side(_side_by_side(pred1, pred2), np.zeros_like(gt1))
+    whole_g = _side_by_side(_side_by_side(gt1, gt2), 0 * gt1)
+    assert pooled["seg"] == pytest.approx(seg_score(whole_p, whole_g))
+    objects = object_scores(whole_p, whole_g)
+    for key in ("tp", "fp", "fn", "n_gt", "n_pred"):
+        assert pooled[key] == objects[key]
+    assert pooled["f1"] == pytest.approx(objects["f1"])
+    # frames weigh by their object count: 3 objects at SEG 1/6 and n at SEG s pool to (0.5 + n s) / (3 + n)
+    n2 = rows[1]["n_gt"]
+    assert n2 > 0 and pooled["seg"] == pytest.approx((0.5 + n2 * rows[1]["seg"]) / (3 + n2))
+
+
+def test_pooled_scores_of_frames_without_reference_objects():
+    empty = frame_scores(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    pooled = pooled_scores([empty, empty])
+    assert math.isnan(pooled["seg"]) and pooled["f1"] == 1.0

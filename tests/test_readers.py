@@ -450,6 +450,22 @@ def test_bioio_reads_tczyx(tmp_path, monkeypatch):
         np.testing.assert_array_equal(_frames(stack), data[0, 1])
 
 
+def test_bioio_czi_plugin_round_trip(tmp_path):
+    """A real CZI written by Zeiss's libCZI, read through bioio and bioio-czi: pixels, axes and calibration."""
+    pytest.importorskip("bioio_czi", reason="bioio-czi is not installed (pip install bioio bioio-czi)")
+    pyczi = pytest.importorskip("pylibCZIrw.czi", reason="pylibCZIrw (bioio-czi's dependency) is missing")
+    data = _stack((3, 40, 56))
+    path = tmp_path / "movie.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as writer:
+        for t, plane in enumerate(data):
+            writer.write(data=plane[..., None], plane={"T": t, "C": 0, "Z": 0})
+        writer.write_metadata(document_name="cellseg test", channel_names={0: "PH"}, scale_x=0.65e-6,
+                              scale_y=0.65e-6)
+    with open_stack(path) as stack:
+        assert stack.info == StackInfo(path, "TCZYX", 3, (40, 56), np.dtype("uint16"), 0, pytest.approx(0.65))
+        np.testing.assert_array_equal(_frames(stack), data)
+
+
 # --- real data ------------------------------------------------------------------------------------
 
 
