@@ -10,6 +10,7 @@ reproduced from the printed commands. Train on a GPU: on 2 CPU cores one archite
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arch", action="append", choices=ARCHITECTURES, help="default: all three")
+    parser.add_argument("--json", type=Path, help="also write the results here (default: OUT/scores.json)")
     args = parser.parse_args()
     models = []
     for arch in args.arch or ARCHITECTURES:
@@ -64,6 +66,7 @@ def main() -> None:
     device: torch.device = resolve_device(args.device)
     results = score_all(models + ["phantast", "egt"], pairs, ttas=["none", "d4"], device=device)
     print_table(results, f"{len(pairs)} validation frames of {args.annotations}; mean +- std over frames")
+    (args.json or args.out / "scores.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

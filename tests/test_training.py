@@ -91,6 +91,19 @@ def test_loss_is_zero_for_confident_correct_logits_and_large_otherwise():
     assert bce_dice_loss((1 - y * 2) * 30, y) > 10
 
 
+@pytest.mark.parametrize("arch", ["resnet18-unet", "resnet18-fpn", "resnet18-unet-rp"])
+def test_fresh_networks_start_with_unsaturated_logits(arch):
+    # an uninformed start: BCE near log 2 and soft Dice near 1/2, not a saturated head that first has to unlearn
+    torch.manual_seed(0)
+    network = build(arch, in_channels=1, classes=2).train()
+    x = torch.randn(2, 1, 64, 64)
+    targets = (torch.rand(2, 2, 64, 64) < 0.5).float()
+    with torch.no_grad():
+        logits = network(x)
+    assert float(logits.std()) < 2.0
+    assert float(bce_dice_loss(logits, targets)) < 1.6
+
+
 def test_early_stopping_counts_epochs_without_improvement():
     stop = EarlyStopping(patience=2)
     assert stop.update(1.0, 1) == (True, False, "")
