@@ -1,0 +1,38 @@
+"""Exact tests of the pure parts of the benchmark scripts (the scripts themselves need models and data)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_error_bands_split_outline_errors_from_whole_objects():
+    error_bands = _load("error_bands").error_bands
+    gt = np.zeros((40, 60), np.uint16)
+    gt[10:20, 10:20] = 1                        # one annotated cell, 100 px
+    gt[30:36, 50:56] = 2                        # a second one the prediction misses entirely, 36 px
+    labels = np.zeros_like(gt)
+    labels[11:21, 10:20] = 1                    # the first cell moved down by 1 px: 10 FP + 10 FN along its outline
+    labels[25:29, 30:34] = 2                    # a cell nobody annotated: 16 FP away from every outline
+    prob = (labels > 0).astype(np.float32)
+    row = error_bands(labels, gt, prob, band=2)
+    assert row["jaccard"] == pytest.approx(90 / (100 + 36 + 10 + 16))
+    assert row["fp_in_unmatched_objects"] == pytest.approx(16 / 26)
+    assert row["fn_in_missed_objects"] == pytest.approx(36 / 46)
+    # the band is the 2 px on each side of every annotated outline: it holds the 20 shifted pixels and the
+    # missed 6x6 cell but for its central 2x2; the unannotated cell lies outside it
+    assert row["error_near_outline"] == pytest.approx((20 + 32) / (20 + 36 + 16))
+    assert row["jaccard_outside_band"] == 0.0  # there only the unannotated cell and the missed centre remain
+    assert row["jaccard_at_0.5"] == row["jaccard"]
