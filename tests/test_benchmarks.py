@@ -34,5 +34,6 @@ def test_error_bands_split_outline_errors_from_whole_objects():
     # the band is the 2 px on each side of every annotated outline: it holds the 20 shifted pixels and the
     # missed 6x6 cell but for its central 2x2; the unannotated cell lies outside it
     assert row["error_near_outline"] == pytest.approx((20 + 32) / (20 + 36 + 16))
-    assert row["jaccard_outside_band"] == 0.0  # there only the unannotated cell and the missed centre remain
+    # outside it: the first cell's 6x6 core (agreed), the unannotated cell (16 FP) and the missed centre (4 FN)
+    assert row["jaccard_outside_band"] == pytest.approx(36 / (36 + 16 + 4))
     assert row["jaccard_at_0.5"] == row["jaccard"]
