@@ -22,7 +22,7 @@ from cellsegcli.training.data import find_pairs
 from cellsegcli.training.loop import split_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scores import print_table, score_all  # noqa: E402
+from scores import print_table, run, score_all  # noqa: E402
 
 ARCHITECTURES = ("resnet18-unet", "resnet18-fpn", "resnet18-unet-rp")
 
@@ -57,7 +57,8 @@ def main() -> None:
         if (out / "last.pt").exists():
             cmd.append("--resume")
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:
+            sys.exit(f"error: cellseg train failed for {arch} (its message is above)")
         models.append(str(out))
     if (args.annotations / "val").is_dir():
         pairs = find_pairs(args.annotations / "val")
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

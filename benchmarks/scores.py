@@ -21,30 +21,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cellsegcli.device import autocast_dtype, resolve_device
-from cellsegcli.inference import InferenceOptions, TiledPredictor, network_callable
+from cellsegcli.device import resolve_device
 from cellsegcli.instances import label_instances
 from cellsegcli.metrics import frame_scores, summarize
 from cellsegcli.models import load_model
 from cellsegcli.normalize import normalize, to_grey
-from cellsegcli.pipeline import CPU_TILE
+from cellsegcli.pipeline import SegmentConfig, make_predictor
 from cellsegcli.training.data import find_pairs, mask_to_labels, read_image
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
 
 
-def _network_segmenter(model_spec: str, *, tta: str, device: torch.device):
+def network_segmenter(model_spec: str, *, tta: str, device: torch.device):
+    """``(name, architecture, segment)`` where ``segment(raw) -> (labels, probabilities)`` does what
+    `cellseg segment` does to one frame (its predictor, the model's thresholds)."""
     model = load_model(model_spec)
     c = model.config
-    tile = CPU_TILE if device.type == "cpu" else c.tile
-    predictor = TiledPredictor(network_callable(model.network, device), device,
-                               InferenceOptions(tile=tile, tta=tta, batch_size=1 if device.type == "cpu" else 8),
-                               autocast=autocast_dtype(device))
+    predictor, _ = make_predictor(model, device, SegmentConfig(tta=tta))
 
-    def segment(raw: np.ndarray) -> np.ndarray:
+    def segment(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prob = predictor.predict(normalize(to_grey(raw), c.percentiles))
-        return label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
-                               seed_threshold=c.seed_threshold, min_size=c.min_size)
+        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
+                                 seed_threshold=c.seed_threshold, min_size=c.min_size)
+        return labels, prob
 
     return c.name, c.architecture, segment
 
@@ -53,7 +52,12 @@ def _baseline_segmenter(name: str):
     from cellsegcli import baselines
 
     method = getattr(baselines, name)
-    return name, "classical", lambda raw: label_instances(method(to_grey(raw)).astype(np.float32))
+
+    def segment(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = method(to_grey(raw)).astype(np.float32)
+        return label_instances(mask), mask[None]
+
+    return name, "classical", segment
 
 
 def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> dict:
@@ -64,10 +68,10 @@ def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> di
         name, arch, segment = _baseline_segmenter(model_spec)
         tta = "-"
     else:
-        name, arch, segment = _network_segmenter(model_spec, tta=tta, device=device)
+        name, arch, segment = network_segmenter(model_spec, tta=tta, device=device)
     rows = []
     for pair in pairs:
-        labels = segment(read_image(pair.image))
+        labels, _ = segment(read_image(pair.image))
         rows.append(frame_scores(labels, mask_to_labels(read_image(pair.mask))))
         print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
     return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows)}
@@ -78,15 +82,31 @@ def main() -> None:
     parser.add_argument("annotations", type=Path)
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--tta", action="append", choices=["none", "flip", "d4"])
+    add_selection_options(parser)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    pairs = select_pairs(args, model=args.model[0])
+    device = resolve_device(args.device)
+    results = score_all(args.model, pairs, ttas=args.tta or ["none", "d4"], device=device)
+    print_table(results, f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose which annotated images to score (see :func:`select_pairs`)."""
     parser.add_argument("--names", help="comma-separated image names to score (default: all)")
     parser.add_argument("--names-from-model", action="store_true",
                         help="score the validation images recorded in the (first) model's config.json")
     parser.add_argument("--val-fraction", type=float, help="score the validation split `cellseg train "
                         "--val-fraction F --seed S` makes of ANNOTATIONS")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+
+
+def select_pairs(args: argparse.Namespace, *, model: str) -> list:
+    """The annotated pairs to score: ANNOTATIONS/val/ when there is one, else the --val-fraction split, else
+    all; then only --names, or only the validation names recorded in ``model``'s config."""
     pairs = find_pairs(args.annotations)
     if (args.annotations / "val").is_dir():
         pairs = find_pairs(args.annotations / "val")
@@ -98,14 +118,8 @@ def main() -> None:
     if args.names:
         names = set(args.names.split(","))
     elif args.names_from_model:
-        names = set(load_model(args.model[0]).config.training["val_names"])
-    if names is not None:
-        pairs = [p for p in pairs if p.name in names]
-    device = resolve_device(args.device)
-    results = score_all(args.model, pairs, ttas=args.tta or ["none", "d4"], device=device)
-    print_table(results, f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        names = set(load_model(model).config.training["val_names"])
+    return pairs if names is None else [p for p in pairs if p.name in names]
 
 
 def score_all(models: list[str], pairs, *, ttas: list[str], device: torch.device) -> list[dict]:
@@ -125,5 +139,15 @@ def print_table(results: list[dict], title: str) -> None:
         print(f"| {r['model']} | {r['architecture']} | {r['tta']} | " + " | ".join(cells) + " |")
 
 
+def run(main) -> None:
+    """Run a benchmark's ``main``; a user error (bad folder, bad model) exits 1 with its one line."""
+    from cellsegcli.errors import CellsegError
+
+    try:
+        main()
+    except CellsegError as exc:
+        sys.exit(f"error: {exc}")
+
+
 if __name__ == "__main__":
-    main()
+    run(main)

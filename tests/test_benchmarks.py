@@ -18,16 +18,20 @@ def _load(name: str):
     return module
 
 
-def test_error_bands_split_outline_errors_from_whole_objects():
-    error_bands = _load("error_bands").error_bands
+def _cells():
     gt = np.zeros((40, 60), np.uint16)
     gt[10:20, 10:20] = 1                        # one annotated cell, 100 px
     gt[30:36, 50:56] = 2                        # a second one the prediction misses entirely, 36 px
     labels = np.zeros_like(gt)
     labels[11:21, 10:20] = 1                    # the first cell moved down by 1 px: 10 FP + 10 FN along its outline
     labels[25:29, 30:34] = 2                    # a cell nobody annotated: 16 FP away from every outline
-    prob = (labels > 0).astype(np.float32)
-    row = error_bands(labels, gt, prob, band=2)
+    return labels, gt
+
+
+def test_error_bands_split_outline_errors_from_whole_objects():
+    error_bands = _load("error_bands").error_bands
+    labels, gt = _cells()
+    row = error_bands(labels, gt, (labels > 0).astype(np.float32), band=2)
     assert row["jaccard"] == pytest.approx(90 / (100 + 36 + 10 + 16))
     assert row["fp_in_unmatched_objects"] == pytest.approx(16 / 26)
     assert row["fn_in_missed_objects"] == pytest.approx(36 / 46)
@@ -37,3 +41,11 @@ def test_error_bands_split_outline_errors_from_whole_objects():
     # outside it: the first cell's 6x6 core (agreed), the unannotated cell (16 FP) and the missed centre (4 FN)
     assert row["jaccard_outside_band"] == pytest.approx(36 / (36 + 16 + 4))
     assert row["jaccard_at_0.5"] == row["jaccard"]
+
+
+def test_error_band_of_one_pixel_is_the_outline_itself():
+    error_bands = _load("error_bands").error_bands
+    labels, gt = _cells()
+    row = error_bands(labels, gt, (labels > 0).astype(np.float32), band=1)
+    # the 20 shifted pixels touch the outline; of the missed 6x6 cell only its 20-pixel rim does
+    assert row["error_near_outline"] == pytest.approx((20 + 20) / (20 + 36 + 16))
