@@ -23,7 +23,7 @@ import torch
 
 from cellsegcli.device import resolve_device
 from cellsegcli.instances import label_instances
-from cellsegcli.metrics import frame_scores, summarize
+from cellsegcli.metrics import frame_scores, pooled_scores, summarize
 from cellsegcli.models import load_model
 from cellsegcli.normalize import normalize, to_grey
 from cellsegcli.pipeline import SegmentConfig, make_predictor
@@ -74,7 +74,8 @@ def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> di
         labels, _ = segment(read_image(pair.image))
         rows.append(frame_scores(labels, mask_to_labels(read_image(pair.mask))))
         print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
-    return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows)}
+    return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows),
+            "pooled": pooled_scores(rows)}
 
 
 def main() -> None:
@@ -137,6 +138,10 @@ def print_table(results: list[dict], title: str) -> None:
         s = r["summary"]
         cells = [f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in COLUMNS]
         print(f"| {r['model']} | {r['architecture']} | {r['tta']} | " + " | ".join(cells) + " |")
+    for r in results:
+        p = r["pooled"]
+        print(f"pooled over frames (as one image): {r['model']} TTA {r['tta']}: pixel Jaccard {p['jaccard']:.3f}, "
+              f"Dice {p['dice']:.3f}, object F1 {p['f1']:.3f}, SEG {p['seg']:.3f}")
 
 
 def run(main) -> None:

@@ -315,7 +315,8 @@ def evaluate_cli(
                      "seg": "SEG (CTC)"}
             console.table(f"{pred} vs {gt} ({len(result.rows)} frames)", ["metric", "mean", "std"],
                           [[label, result.summary[k]["mean"], result.summary[k]["std"]] for k, label in names.items()]
-                          + [["object F1 @0.5, pooled over frames", result.pooled["f1"], ""],
+                          + [["pixel Jaccard, pooled over frames", result.pooled["jaccard"], ""],
+                             ["object F1 @0.5, pooled over frames", result.pooled["f1"], ""],
                              ["SEG (CTC), pooled over frames", result.pooled["seg"], ""]])
         mean = result.summary["jaccard"]["mean"]
         if min_jaccard is not None and not mean >= min_jaccard:

@@ -54,6 +54,7 @@ FRAME_KEYS: tuple[str, ...] = (
     "jaccard", "dice", "precision", "recall",
     "object_precision", "object_recall", "f1", "mean_ap", "seg",
     "tp", "fp", "fn", "n_pred", "n_gt",
+    "px_inter", "px_pred", "px_gt",
 )
 
 
@@ -75,7 +76,7 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def pixel_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Jaccard, Dice, precision and recall of the foreground class.
+    """Jaccard, Dice, precision and recall of the foreground class, and the pixel counts behind them.
 
     Parameters
     ----------
@@ -89,19 +90,22 @@ def pixel_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         ``precision`` = |P n G| / |P|, ``recall`` = |P n G| / |G|.
         A ratio with a zero denominator is 1.0 when both masks are empty and 0.0 otherwise: an empty
         prediction against a non-empty ground truth scores 0 everywhere, and so does a non-empty prediction
-        against an empty ground truth.
+        against an empty ground truth. ``px_inter``, ``px_pred``, ``px_gt`` are |P n G|, |P| and |G|.
     """
     pred, gt = _check_pair(pred, gt)
     p, g = pred != 0, gt != 0
-    n_p, n_g = int(np.count_nonzero(p)), int(np.count_nonzero(g))
-    inter = int(np.count_nonzero(p & g))
-    union = n_p + n_g - inter
+    return _pixel_ratios(int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g)))
+
+
+def _pixel_ratios(inter: int, n_p: int, n_g: int) -> dict[str, float]:
+    """The four pixel ratios of :func:`pixel_scores` from the intersection and the two foreground sizes."""
     both_empty = n_p == 0 and n_g == 0
     return {
-        "jaccard": _ratio(inter, union, both_empty=both_empty),
+        "jaccard": _ratio(inter, n_p + n_g - inter, both_empty=both_empty),
         "dice": _ratio(2 * inter, n_p + n_g, both_empty=both_empty),
         "precision": _ratio(inter, n_p, both_empty=both_empty),
         "recall": _ratio(inter, n_g, both_empty=both_empty),
+        "px_inter": float(inter), "px_pred": float(n_p), "px_gt": float(n_g),
     }
 
 
@@ -387,29 +391,34 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 def pooled_scores(rows: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Sequence-level object scores: counts and SEG pooled over all frames instead of averaged per frame.
+    """Sequence-level scores: counts and SEG pooled over all frames instead of averaged per frame.
 
     The Cell Tracking Challenge's SEG is the mean Jaccard over *all* reference objects of a sequence, so a
     frame with many cells weighs more than a frame with few; object precision, recall and F1 @0.5 likewise
-    come from the summed TP/FP/FN. (:func:`summarize` weighs every frame equally.)
+    come from the summed TP/FP/FN, and the pixel Jaccard, Dice, precision and recall from the summed pixel
+    counts (as if the frames were one image). (:func:`summarize` weighs every frame equally.)
 
     Parameters
     ----------
     rows : sequence of dict
-        Rows of :func:`frame_scores` (they need ``seg``, ``n_gt``, ``n_pred``, ``tp``, ``fp``, ``fn``).
+        Rows of :func:`frame_scores`.
 
     Returns
     -------
     dict
-        ``seg`` (NaN when no frame has a reference object), ``object_precision``, ``object_recall``, ``f1``,
-        and the summed ``tp``, ``fp``, ``fn``, ``n_pred``, ``n_gt``.
+        Pixel ``jaccard``, ``dice``, ``precision``, ``recall``; ``seg`` (NaN when no frame has a reference
+        object), ``object_precision``, ``object_recall``, ``f1``; the summed ``tp``, ``fp``, ``fn``,
+        ``n_pred``, ``n_gt``, ``px_inter``, ``px_pred``, ``px_gt``.
     """
-    total = {key: float(sum(row[key] for row in rows)) for key in ("tp", "fp", "fn", "n_pred", "n_gt")}
+    total = {key: float(sum(row[key] for row in rows))
+             for key in ("tp", "fp", "fn", "n_pred", "n_gt", "px_inter", "px_pred", "px_gt")}
+    pixels = _pixel_ratios(total["px_inter"], total["px_pred"], total["px_gt"])
     tp, fp, fn = total["tp"], total["fp"], total["fn"]
     both_empty = total["n_pred"] == 0 and total["n_gt"] == 0
     # a frame's seg is a mean over its n_gt objects, so seg * n_gt is that frame's sum of object Jaccards
     seg_sum = sum(row["seg"] * row["n_gt"] for row in rows if row["n_gt"] > 0)
     return {
+        **{key: pixels[key] for key in ("jaccard", "dice", "precision", "recall")},
         "seg": seg_sum / total["n_gt"] if total["n_gt"] > 0 else math.nan,
         "object_precision": _ratio(tp, total["n_pred"], both_empty=both_empty),
         "object_recall": _ratio(tp, total["n_gt"], both_empty=both_empty),

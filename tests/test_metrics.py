@@ -43,7 +43,8 @@ def test_pixel_precision_and_recall_differ_for_a_contained_prediction():
     gt = _square((20, 20), 0, 0, 10)  # 100 px
     pred = _square((20, 20), 0, 0, 5)  # 25 px, inside gt
     assert pixel_scores(pred, gt) == pytest.approx(
-        {"jaccard": 0.25, "dice": 50 / 125, "precision": 1.0, "recall": 0.25}
+        {"jaccard": 0.25, "dice": 50 / 125, "precision": 1.0, "recall": 0.25,
+         "px_inter": 25, "px_pred": 25, "px_gt": 100}
     )
 
 
@@ -56,7 +57,8 @@ def test_pixel_scores_empty_conventions(pred_empty, gt_empty, expected):
     full = _square((8, 8), 2, 2, 4)
     empty = np.zeros((8, 8), np.uint32)
     scores = pixel_scores(empty if pred_empty else full, empty if gt_empty else full)
-    assert scores == {"jaccard": expected, "dice": expected, "precision": expected, "recall": expected}
+    ratios = {key: scores[key] for key in ("jaccard", "dice", "precision", "recall")}
+    assert ratios == {"jaccard": expected, "dice": expected, "precision": expected, "recall": expected}
 
 
 def test_pixel_scores_same_for_instance_and_binary_input(disks):
@@ -263,6 +265,10 @@ def test_pooled_scores_equal_scoring_all_frames_as_one_image(disks):
     for key in ("tp", "fp", "fn", "n_gt", "n_pred"):
         assert pooled[key] == objects[key]
     assert pooled["f1"] == pytest.approx(objects["f1"])
+    pixels = pixel_scores(whole_p, whole_g)
+    for key in ("jaccard", "dice", "precision", "recall"):
+        assert pooled[key] == pytest.approx(pixels[key])
+    assert pooled["jaccard"] != pytest.approx(np.mean([row["jaccard"] for row in rows]))  # not the frame mean
     # frames weigh by their object count: 3 objects at SEG 1/6 and n at SEG s pool to (0.5 + n s) / (3 + n)
     n2 = rows[1]["n_gt"]
     assert n2 > 0 and pooled["seg"] == pytest.approx((0.5 + n2 * rows[1]["seg"]) / (3 + n2))
@@ -271,4 +277,4 @@ def test_pooled_scores_equal_scoring_all_frames_as_one_image(disks):
 def test_pooled_scores_of_frames_without_reference_objects():
     empty = frame_scores(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
     pooled = pooled_scores([empty, empty])
-    assert math.isnan(pooled["seg"]) and pooled["f1"] == 1.0
+    assert math.isnan(pooled["seg"]) and pooled["f1"] == 1.0 and pooled["jaccard"] == 1.0
