@@ -58,7 +58,10 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 @contextlib.contextmanager
 def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> Iterator[Callable[..., None]]:
-    """A callback ``report(done, total, **info)`` that draws a bar on a terminal or logs plain lines."""
+    """A callback ``report(done, total, **info)`` that draws a bar on a terminal or logs plain lines.
+
+    A ``done`` below the previous call's starts a new round (the next epoch of training): the bar, its rate
+    and its ETA restart from there."""
     if quiet:
         yield lambda done, total, **info: None
         return
@@ -71,25 +74,31 @@ def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> 
                    TimeRemainingColumn(), TextColumn("{task.fields[extra]}")]
         with Progress(*columns, console=_err, transient=False) as bar:
             task = bar.add_task(description, total=None, rate="", extra="")
-            start = time.monotonic()
+            start, previous = [time.monotonic()], [0]
 
             def report(done: int, total: int, **info: Any) -> None:
-                elapsed = max(time.monotonic() - start, 1e-9)
+                if done < previous[0]:
+                    start[0] = time.monotonic()
+                    bar.reset(task, total=total)
+                previous[0] = done
+                elapsed = max(time.monotonic() - start[0], 1e-9)
                 extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
                 bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.2f} {unit}/s", extra=extra)
 
             yield report
         return
-    start = time.monotonic()
-    last = [0.0]
+    start, last, previous, base = [time.monotonic()], [0.0], [0], [0]
 
     def log(done: int, total: int, **info: Any) -> None:
         now = time.monotonic()
+        if done < previous[0]:
+            start[0], base[0] = now, done
+        previous[0] = done
         if done < total and now - last[0] < 10:
             return
         last[0] = now
-        elapsed = now - start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        elapsed = now - start[0]
+        rate = (done - base[0]) / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else float("nan")
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         print(f"{time.strftime('%H:%M:%S')} {description}: {done}/{total} {unit} ({rate:.2f}/s, ETA {eta:.0f} s)"
