@@ -99,9 +99,9 @@ def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> 
         last[0] = now
         elapsed = now - start[0]
         rate = (done - base[0]) / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"    # unknown at the first step of a round
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-        print(f"{time.strftime('%H:%M:%S')} {description}: {done}/{total} {unit} ({rate:.2f}/s, ETA {eta:.0f} s)"
+        print(f"{time.strftime('%H:%M:%S')} {description}: {done}/{total} {unit} ({rate:.2f}/s, ETA {eta})"
               f"{' ' + extra if extra else ''}", file=sys.stderr, flush=True)
 
     yield log
