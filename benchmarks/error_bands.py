@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from cellsegcli.device import resolve_device
+from cellsegcli.metrics import pixel_scores
 from cellsegcli.training.data import mask_to_labels, read_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,8 +30,7 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _jaccard(p: np.ndarray, g: np.ndarray) -> float:
-    union = np.count_nonzero(p | g)
-    return np.count_nonzero(p & g) / union if union else 1.0
+    return pixel_scores(p, g)["jaccard"]
 
 
 def _outside_objects(mask: np.ndarray, other: np.ndarray) -> int:

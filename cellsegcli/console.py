@@ -56,6 +56,27 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     _out.print(t)
 
 
+class _Rounds:
+    """Steps per second since the current round began; a ``done`` below the previous one starts a new round."""
+
+    def __init__(self) -> None:
+        self.start, self.base, self.previous = time.monotonic(), 0, 0
+
+    def step(self, done: int) -> tuple[bool, float]:
+        """``(new_round, rate)`` after reaching ``done``; the rate is 0 at a round's first step."""
+        now = time.monotonic()
+        new_round = done < self.previous
+        if new_round:
+            self.start, self.base = now, done
+        self.previous = done
+        elapsed = now - self.start
+        return new_round, (done - self.base) / elapsed if elapsed > 0 else 0.0
+
+
+def _info(info: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+
+
 @contextlib.contextmanager
 def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> Iterator[Callable[..., None]]:
     """A callback ``report(done, total, **info)`` that draws a bar on a terminal or logs plain lines.
@@ -65,6 +86,7 @@ def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> 
     if quiet:
         yield lambda done, total, **info: None
         return
+    rounds = _Rounds()
     if interactive():
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
@@ -74,33 +96,25 @@ def progress(description: str, *, unit: str = "frames", quiet: bool = False) -> 
                    TimeRemainingColumn(), TextColumn("{task.fields[extra]}")]
         with Progress(*columns, console=_err, transient=False) as bar:
             task = bar.add_task(description, total=None, rate="", extra="")
-            start, previous = [time.monotonic()], [0]
 
             def report(done: int, total: int, **info: Any) -> None:
-                if done < previous[0]:
-                    start[0] = time.monotonic()
+                new_round, rate = rounds.step(done)
+                if new_round:
                     bar.reset(task, total=total)
-                previous[0] = done
-                elapsed = max(time.monotonic() - start[0], 1e-9)
-                extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-                bar.update(task, completed=done, total=total, rate=f"{done / elapsed:.2f} {unit}/s", extra=extra)
+                bar.update(task, completed=done, total=total, rate=f"{rate:.2f} {unit}/s", extra=_info(info))
 
             yield report
         return
-    start, last, previous, base = [time.monotonic()], [0.0], [0], [0]
+    last = [0.0]
 
     def log(done: int, total: int, **info: Any) -> None:
+        _, rate = rounds.step(done)
         now = time.monotonic()
-        if done < previous[0]:
-            start[0], base[0] = now, done
-        previous[0] = done
         if done < total and now - last[0] < 10:
             return
         last[0] = now
-        elapsed = now - start[0]
-        rate = (done - base[0]) / elapsed if elapsed > 0 else 0.0
         eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"    # unknown at the first step of a round
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        extra = _info(info)
         print(f"{time.strftime('%H:%M:%S')} {description}: {done}/{total} {unit} ({rate:.2f}/s, ETA {eta})"
               f"{' ' + extra if extra else ''}", file=sys.stderr, flush=True)
 
