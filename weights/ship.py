@@ -33,9 +33,9 @@ DESCRIPTIONS = {
 
 
 def _relative(value):
-    """Absolute run paths of this machine -> the project's relative names, recursively."""
+    """This machine's run paths (absolute, or relative to the checkout) -> the project's names, recursively."""
     if isinstance(value, str):
-        return value.replace("/work/shared/", "../shared/").replace("/work/runs/", "runs/")
+        return value.replace("/work/shared/", "../shared/").replace("/work/runs/", "runs/").replace("../runs/", "runs/")
     if isinstance(value, dict):
         return {k: _relative(v) for k, v in value.items()}
     if isinstance(value, list):
