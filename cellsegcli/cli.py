@@ -36,6 +36,11 @@ class Schedule(str, Enum):
     cosine = "cosine"
 
 
+class Sampling(str, Enum):
+    area = "area"
+    image = "image"
+
+
 class Arch(str, Enum):
     unet = "resnet18-unet"
     fpn = "resnet18-fpn"
@@ -116,10 +121,14 @@ def train_cli(
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
     schedule: Annotated[Schedule, typer.Option("--schedule", help="Learning-rate schedule: plateau halves it "
                         "when the validation loss stalls; cosine decays it to lr/100 at --epochs.")] = "plateau",
+    sampling: Annotated[Sampling, typer.Option("--sampling", help="Which image each crop comes from: area draws "
+                        "in proportion to image size, image draws every image equally (for mixed sizes scored "
+                        "per image).")] = "area",
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     crop: Annotated[int, typer.Option("--crop", help="Training crop size (multiple of 32).")] = 256,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
-                                                "val/ folder.")] = 0.2,
+                                                "val/ folder; the images that validated an --init model trained "
+                                                "on this folder stay in validation.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Batches per epoch "
                                "(default: about one pass over the training pixels).")] = None,
@@ -148,7 +157,7 @@ def train_cli(
             imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
-            calibrate=calibrate,
+            calibrate=calibrate, sampling=Sampling(sampling).value,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
@@ -160,7 +169,7 @@ def train_cli(
 
         with console.progress("epoch", unit="batches", quiet=as_json) as report:
             result = train(annotations, out, config, device=dev, resume=resume, progress=report,
-                           on_epoch=on_epoch)
+                           on_epoch=on_epoch, notify=console.info)
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
         if as_json:
             console.print_json(summary)

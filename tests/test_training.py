@@ -165,6 +165,46 @@ def test_same_seed_gives_the_same_weights_on_cpu(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_fine_tuning_on_the_same_folder_keeps_the_init_models_validation_images(tmp_path):
+    root = _annotations(tmp_path / "ann", n=6)
+    first = train(root, tmp_path / "a", _config(val_fraction=0.34, calibrate=False), device=CPU)
+    held_out = load_model(tmp_path / "a").config.training["val_names"]
+    assert first.n_val == len(held_out) == 2 and first.n_val_from_init == 0
+    said = []
+    # another seed would split differently; the images that validated the init model stay in validation
+    second = train(root, tmp_path / "b", _config(init=str(tmp_path / "a"), seed=7, val_fraction=0.5,
+                                                 calibrate=False), device=CPU, notify=said.append)
+    val = load_model(tmp_path / "b").config.training["val_names"]
+    assert set(held_out) <= set(val) and len(val) == 3 and second.n_val_from_init == 2
+    assert len(said) == 1 and "2 image(s) that validated" in said[0]
+    from cellsegcli.training.loop import split_pairs
+
+    assert [p.name for p in split_pairs(root, 0.5, 7)[1]] != sorted(val)  # the plain seed-7 split differs
+
+
+def test_split_keeps_named_images_in_validation_but_leaves_one_to_train_on(tmp_path):
+    from cellsegcli.training.loop import split_pairs
+
+    root = _annotations(tmp_path / "ann", n=4)
+    train_pairs, val = split_pairs(root, 0.25, 0, keep_in_val=["im1", "im3", "elsewhere"])
+    assert [p.name for p in val] == ["im1", "im3"] and [p.name for p in train_pairs] == ["im0", "im2"]
+    everything = ["im0", "im1", "im2", "im3"]
+    train_pairs, val = split_pairs(root, 0.25, 0, keep_in_val=everything)  # nothing left: a fresh split
+    assert len(val) == 1 and len(train_pairs) == 3 and split_pairs(root, 0.25, 0)[1] == val
+
+
+def test_image_sampling_draws_every_image_equally_whatever_its_size():
+    from cellsegcli.training.data import Sample
+    from cellsegcli.training.loop import sampling_weights
+
+    samples = [Sample(str(k), np.zeros((k, 100), np.float32), np.zeros((2, k, 100), np.float32),
+                      np.zeros((k, 100), np.uint32)) for k in (100, 400)]
+    assert sampling_weights(samples, "area").tolist() == [1e4, 4e4]
+    assert sampling_weights(samples, "image").tolist() == [1.0, 1.0]
+    with pytest.raises(CellsegError, match="--sampling"):
+        _config(sampling="pixel")
+
+
 def test_imagenet_loader_maps_torchvision_keys(tmp_path):
     import torchvision
 
@@ -209,12 +249,13 @@ def test_train_cli_json_summary(tmp_path):
     root = _annotations(tmp_path / "ann", n=3, layout="cellpose")
     result = runner.invoke(app, ["train", str(root), "-o", str(tmp_path / "m"), "--arch", "resnet18-fpn", "--epochs",
                                  "1", "--crop", "64", "--batch-size", "2", "--steps-per-epoch", "1", "--device", "cpu",
-                                 "--json"])
+                                 "--sampling", "image", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["epochs_run"] == 1 and summary["n_train"] + summary["n_val"] == 3
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["training"]["command"].startswith("cellseg train")
+    assert config["training"]["sampling"] == "image" and "--sampling image" in config["training"]["command"]
 
 
 @pytest.mark.data

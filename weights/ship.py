@@ -1,13 +1,13 @@
 """Turn a finished training run into a shipped model folder under weights/.
 
-    python weights/ship.py phase  RUN_DIR DATA [--val-fraction F] [--seed S]
-    python weights/ship.py nuclei RUN_DIR DATA --val-fraction 0.15 --seed 0
+    python weights/ship.py phase  RUN_DIR DATA
+    python weights/ship.py nuclei RUN_DIR DATA
 
 Copies the best checkpoint (``model.safetensors``, fp16), ``history.csv`` and ``curves.png``; sets
 ``min_size`` by the rule ``cellseg train`` applies (half the 1st percentile of the annotated cell areas of
 the training split), so a model fine-tuned from one without it gets it too; calibrates the cell and seed
-thresholds on the run's validation split (``cellsegcli.calibrate``, TTA none); and writes paths relative
-to the project (``../shared/data/...``) into the provenance.
+thresholds on the run's validation split (the images its config.json names, ``cellsegcli.calibrate``,
+TTA none); and writes paths relative to the project (``../shared/data/...``) into the provenance.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from cellsegcli.calibrate import apply, calibrate_samples
 from cellsegcli.models import load_model, read_config, write_config
 from cellsegcli.training.data import load_sample, suggest_min_size
-from cellsegcli.training.loop import split_pairs
+from cellsegcli.training.data import find_pairs
 
 HERE = Path(__file__).resolve().parent
 DESCRIPTIONS = {
@@ -43,13 +43,22 @@ def _relative(value):
     return value
 
 
+def run_split(data: Path, val_names: list[str]):
+    """The run's (training, validation) pairs: ``data/val`` when there is one, else the recorded names."""
+    if (data / "val").is_dir():
+        return find_pairs(data), find_pairs(data / "val")
+    pairs = find_pairs(data)
+    val = [p for p in pairs if p.name in set(val_names)]
+    if len(val) != len(val_names):
+        raise SystemExit(f"{data}: holds {len(val)} of the run's {len(val_names)} validation images; wrong folder?")
+    return [p for p in pairs if p.name not in set(val_names)], val
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("run", type=Path)
     parser.add_argument("data", type=Path)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     dst = HERE / args.name
@@ -57,7 +66,7 @@ def main() -> None:
     for f in ("model.safetensors", "config.json", "history.csv", "curves.png"):
         shutil.copy2(args.run / f, dst / f)
     config = read_config(dst)
-    train_pairs, val_pairs = split_pairs(args.data, args.val_fraction, args.seed)
+    train_pairs, val_pairs = run_split(args.data, config.training["val_names"])
     percentiles = config.percentiles
     min_size = suggest_min_size([load_sample(p, percentiles=percentiles) for p in train_pairs])
     training = _relative({**config.training,

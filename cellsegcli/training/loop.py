@@ -59,6 +59,7 @@ class TrainConfig:
     command: str = ""                   # the command line, recorded as provenance
     max_minutes: float | None = None    # stop cleanly (checkpointed) after this long
     schedule: str = "plateau"           # plateau: halve the lr when val loss stalls; cosine: decay to 0 at --epochs
+    sampling: str = "area"              # area: crops drawn from images in proportion to size; image: equally
     calibrate: bool = True              # choose the post-processing thresholds on the validation frames
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class TrainConfig:
             raise CellsegError(f"--crop {self.crop}: must be a multiple of 32")
         if self.schedule not in ("plateau", "cosine"):
             raise CellsegError(f"--schedule {self.schedule}: expected plateau or cosine")
+        if self.sampling not in ("area", "image"):
+            raise CellsegError(f"--sampling {self.sampling}: expected area or image")
         if not 0 < self.val_fraction < 1:
             raise CellsegError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         for opt, value in (("--epochs", self.epochs), ("--patience", self.patience), ("--batch-size", self.batch_size)):
@@ -96,10 +99,16 @@ class TrainResult:
     n_train: int
     n_val: int
     calibration: dict | None = None     # thresholds chosen on the validation frames (see calibrate.py)
+    n_val_from_init: int = 0            # validation images kept from the --init model's validation set
 
 
-def split_pairs(folder: Path, val_fraction: float, seed: int):
-    """Training and validation pairs: ``folder/val`` when present, else a seeded random split."""
+def split_pairs(folder: Path, val_fraction: float, seed: int, keep_in_val: tuple[str, ...] | list[str] = ()):
+    """Training and validation pairs: ``folder/val`` when present, else a seeded random split.
+
+    Images named in ``keep_in_val`` (found in the folder) go to validation first, the seeded order tops the
+    set up to ``val_fraction``: fine-tuning a model on the folder it was trained on keeps that model's
+    validation images out of training, so its validation scores stay honest.
+    """
     pairs = find_pairs(folder)
     if (folder / "val").is_dir():
         return pairs, find_pairs(folder / "val")
@@ -107,7 +116,13 @@ def split_pairs(folder: Path, val_fraction: float, seed: int):
         raise CellsegError(f"{folder}: {len(pairs)} annotated image(s); need at least 2 for a validation split "
                            f"(or add a val/ folder)")
     order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = min(len(pairs) - 1, max(1, round(len(pairs) * val_fraction)))
+    keep = set(keep_in_val)
+    kept = [i for i in order if pairs[i].name in keep]
+    if len(kept) < len(pairs):
+        order = np.array(kept + [i for i in order if pairs[i].name not in keep], dtype=np.int64)
+    else:
+        kept = []
+    n_val = min(len(pairs) - 1, max(1, len(kept), round(len(pairs) * val_fraction)))
     val = sorted(order[:n_val])
     train = sorted(order[n_val:])
     return [pairs[i] for i in train], [pairs[i] for i in val]
@@ -131,11 +146,19 @@ def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Modu
     return network, model.config
 
 
+def sampling_weights(samples: list[Sample], sampling: str) -> torch.Tensor:
+    """How often each image is drawn for a crop: in proportion to its area (``area``: every pixel equally
+    likely), or equally (``image``: every image equally likely, as a per-image mean score weighs them)."""
+    if sampling == "image":
+        return torch.ones(len(samples), dtype=torch.float64)
+    return torch.tensor([s.image.size for s in samples], dtype=torch.float64)
+
+
 def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
-             gen: torch.Generator):
-    """``steps`` batches of augmented crops; images are drawn in proportion to their area."""
+             gen: torch.Generator, sampling: str = "area"):
+    """``steps`` batches of augmented crops, images drawn per ``sampling`` (see `sampling_weights`)."""
     stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
-    weights = torch.tensor([s.image.size for s in samples], dtype=torch.float64)
+    weights = sampling_weights(samples, sampling)
     for _ in range(steps):
         idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
         crops = torch.stack([random_crop(stacks[i], crop, aug, gen) for i in idx.tolist()])
@@ -221,16 +244,23 @@ def write_history(folder: Path, history: list[dict]) -> None:
 
 
 def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.device, resume: bool = False,
-          progress: Callable[..., None] | None = None, on_epoch: Callable[[EpochReport], None] | None = None
-          ) -> TrainResult:
+          progress: Callable[..., None] | None = None, on_epoch: Callable[[EpochReport], None] | None = None,
+          notify: Callable[[str], None] | None = None) -> TrainResult:
     """Train a model on the annotated folder ``annotations`` into the model folder ``out``."""
     annotations, out = Path(annotations), Path(out)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    train_pairs, val_pairs = split_pairs(annotations, config.val_fraction, config.seed)
+    network, started_from = build_network(config)
+    validated = (started_from.training or {}).get("val_names", []) if started_from else []
+    train_pairs, val_pairs = split_pairs(annotations, config.val_fraction, config.seed,
+                                         keep_in_val=validated if isinstance(validated, list) else [])
+    inherited = [] if (annotations / "val").is_dir() else \
+        sorted({p.name for p in val_pairs} & set(validated if isinstance(validated, list) else []))
+    if inherited and notify is not None:
+        notify(f"validation keeps the {len(inherited)} image(s) that validated --init {config.init} "
+               f"({len(val_pairs)} in all), so none of them is trained on")
     train_samples = [load_sample(p, percentiles=config.percentiles) for p in train_pairs]
     val_samples = [load_sample(p, percentiles=config.percentiles) for p in val_pairs]
-    network, started_from = build_network(config)
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
@@ -267,7 +297,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     epoch = start
     for epoch in range(start + 1, config.epochs + 1):
         t0 = time.monotonic()
-        batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen)
+        batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
+                           config.sampling)
         train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps)
         val_loss, val_jaccard = evaluate(network, val_samples, device=device)
         scheduler.step(val_loss) if config.schedule == "plateau" else scheduler.step()
@@ -282,7 +313,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                 "val_names": [p.name for p in val_pairs],
                 "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
                 "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
-                "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule, "steps_per_epoch": steps,
+                "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
+                "sampling": config.sampling, "steps_per_epoch": steps,
                 "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                 "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -320,6 +352,6 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         calibration = result.record()
     return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
                        best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs),
-                       calibration)
+                       calibration, len(inherited))
 
 
