@@ -57,6 +57,7 @@ class Job:
     store: object           # io.omezarr.FrameStore
     start: int
     stop: int
+    abort: Path | None = None   # a flag file the client creates when the run fails: stop writing
 
 
 def _model(folder: str, sha256: str | None, device):
@@ -98,6 +99,8 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
         frames = range(job.start, job.stop)
         items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, frames)
         for t, (raw, prob) in zip(frames, pipeline.frame_stream(model, predictor, items), strict=True):
+            if job.abort is not None and job.abort.exists():
+                break   # the run failed elsewhere and its output is being removed: write nothing more
             results.append((t, *pipeline.segment_frame(t, prob, raw, job.settings, job.store)))
     return results
 
@@ -105,14 +108,15 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
 def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: int, frames_per_task: int,
              record: Callable[[dict, dict, int], None]) -> None:
     """Submit the stack's frame ranges to the cluster and record their tables in frame order."""
-    from dask.distributed import as_completed
+    from dask.distributed import as_completed, wait
 
     if frames_per_task < 1:
         raise CellsegError(f"--frames-per-task {frames_per_task}: must be at least 1")
     name = model.config.name if model.path is None else str(model.path.resolve())
     store = zarr_out.frame_store()
-    jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames))
-            for a in range(0, n_frames, frames_per_task)]
+    abort = Path(store.temp_path) / ".abort"
+    jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames),
+                abort) for a in range(0, n_frames, frames_per_task)]
     futures = [client.submit(run_job, job, pure=False) for job in jobs]
     order = {f.key: i for i, f in enumerate(futures)}
     done: dict[int, list] = {}
@@ -126,5 +130,12 @@ def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: 
                     record(cells, row, n_cells)
                 next_job += 1
     except BaseException:
+        # Cancelling does not stop a task already running in a worker thread, which would go on writing
+        # into the temporary store after the caller removes it: tell the tasks to stop, wait until they have.
+        abort.touch()
+        try:
+            wait(futures, timeout=300)
+        except Exception:  # noqa: BLE001 - a timeout or a lost cluster: cancel what is left and go on failing
+            pass
         client.cancel(futures)
         raise
