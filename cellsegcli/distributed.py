@@ -114,7 +114,7 @@ def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: 
         raise CellsegError(f"--frames-per-task {frames_per_task}: must be at least 1")
     name = model.config.name if model.path is None else str(model.path.resolve())
     store = zarr_out.frame_store()
-    abort = Path(store.temp_path) / ".abort"
+    abort = store.temp_path / ".abort"
     jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames),
                 abort) for a in range(0, n_frames, frames_per_task)]
     futures = [client.submit(run_job, job, pure=False) for job in jobs]

@@ -23,7 +23,7 @@ import torch
 from cellsegcli.calibrate import apply, calibrate_samples
 from cellsegcli.models import load_model, read_config, write_config
 from cellsegcli.training.data import load_sample, suggest_min_size
-from cellsegcli.training.data import find_pairs
+from cellsegcli.training.loop import split_pairs
 
 HERE = Path(__file__).resolve().parent
 DESCRIPTIONS = {
@@ -44,14 +44,13 @@ def _relative(value):
 
 
 def run_split(data: Path, val_names: list[str]):
-    """The run's (training, validation) pairs: ``data/val`` when there is one, else the recorded names."""
-    if (data / "val").is_dir():
-        return find_pairs(data), find_pairs(data / "val")
-    pairs = find_pairs(data)
-    val = [p for p in pairs if p.name in set(val_names)]
-    if len(val) != len(val_names):
-        raise SystemExit(f"{data}: holds {len(val)} of the run's {len(val_names)} validation images; wrong folder?")
-    return [p for p in pairs if p.name not in set(val_names)], val
+    """The run's (training, validation) pairs: ``data/val`` when there is one, else exactly the recorded names."""
+    train_pairs, val_pairs = split_pairs(data, 0.0, 0, keep_in_val=val_names)
+    missing = set(val_names) - {p.name for p in val_pairs}
+    if not (data / "val").is_dir() and (missing or len(val_pairs) != len(val_names)):
+        raise SystemExit(f"{data}: lacks {len(missing)} of the run's {len(val_names)} validation images; "
+                         f"wrong folder?")
+    return train_pairs, val_pairs
 
 
 def main() -> None:

@@ -251,11 +251,11 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     network, started_from = build_network(config)
-    validated = (started_from.training or {}).get("val_names", []) if started_from else []
-    train_pairs, val_pairs = split_pairs(annotations, config.val_fraction, config.seed,
-                                         keep_in_val=validated if isinstance(validated, list) else [])
-    inherited = [] if (annotations / "val").is_dir() else \
-        sorted({p.name for p in val_pairs} & set(validated if isinstance(validated, list) else []))
+    validated = (started_from.training or {}).get("val_names") if started_from else None
+    validated = validated if isinstance(validated, list) else []   # older chains record only a count
+    train_pairs, val_pairs = split_pairs(annotations, config.val_fraction, config.seed, keep_in_val=validated)
+    held = set(validated)
+    inherited = [] if (annotations / "val").is_dir() else [p.name for p in val_pairs if p.name in held]
     if inherited and notify is not None:
         notify(f"validation keeps the {len(inherited)} image(s) that validated --init {config.init} "
                f"({len(val_pairs)} in all), so none of them is trained on")
