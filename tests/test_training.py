@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -157,6 +158,37 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     assert state["epoch"] == 2
 
 
+def test_full_disk_stops_training_with_one_line_and_a_resumable_checkpoint(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import cellsegcli.training.loop as loop
+
+    root = _annotations(tmp_path / "ann", n=3)
+    out = tmp_path / "m"
+    saves = []
+    real_save = torch.save
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk raises it: no file name
+
+    monkeypatch.setattr(loop.torch, "save", fills_the_disk)
+    with pytest.raises(CellsegError) as info:
+        train(root, out, _config(epochs=3, calibrate=False), device=CPU)
+    assert str(info.value) == (f"{out}: no space left on the device; free some space or choose "
+                               f"another output folder; the checkpoint of epoch 1 in {out} is intact: rerun with "
+                               f"--resume once there is space")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "history.csv", "last.pt",
+                                                     "model.safetensors"]
+    monkeypatch.undo()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert train(root, out, _config(epochs=3, calibrate=False), device=CPU, resume=True).epochs_run == 3
+
+
 def test_same_seed_gives_the_same_weights_on_cpu(tmp_path):
     root = _annotations(tmp_path / "ann", n=3)
     for name in ("a", "b"):
@@ -180,6 +212,17 @@ def test_fine_tuning_on_the_same_folder_keeps_the_init_models_validation_images(
     from cellsegcli.training.loop import split_pairs
 
     assert [p.name for p in split_pairs(root, 0.5, 7)[1]] != sorted(val)  # the plain seed-7 split differs
+
+
+def test_fine_tuned_model_takes_its_smallest_cell_from_the_new_annotations(tmp_path):
+    from cellsegcli.models.folder import read_config, write_config
+
+    root = _annotations(tmp_path / "ann", n=3)
+    train(root, tmp_path / "big", _config(calibrate=False), device=CPU)
+    config = read_config(tmp_path / "big")
+    write_config(tmp_path / "big", dataclasses.replace(config, min_size=5000))  # made for huge cells
+    train(root, tmp_path / "small", _config(init=str(tmp_path / "big"), calibrate=False), device=CPU)
+    assert 30 < load_model(tmp_path / "small").config.min_size < 160  # the disks here have radius 5..10 px
 
 
 def test_split_keeps_named_images_in_validation_but_leaves_one_to_train_on(tmp_path):

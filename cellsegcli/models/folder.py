@@ -159,7 +159,7 @@ def save_model(network: nn.Module, config: ModelConfig, folder: Path, *, half: b
 
     ``half`` stores floating tensors as float16 (shipped models); they load back as float32.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -170,8 +170,13 @@ def save_model(network: nn.Module, config: ModelConfig, folder: Path, *, half: b
         state[key] = value.contiguous()
     tmp_w = folder / f".{WEIGHTS}.partial"
     tmp_c = folder / f".{CONFIG}.partial"
-    save_file(state, str(tmp_w), metadata={"format": FORMAT, "architecture": config.architecture})
-    tmp_c.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    try:  # written by Python, so a full disk is an OSError (ENOSPC) and nothing partial stays behind
+        tmp_w.write_bytes(save(state, metadata={"format": FORMAT, "architecture": config.architecture}))
+        tmp_c.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    except OSError:
+        for tmp in (tmp_w, tmp_c):
+            tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp_w, folder / WEIGHTS)
     os.replace(tmp_c, folder / CONFIG)
     return folder

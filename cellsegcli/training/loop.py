@@ -15,7 +15,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from torch import nn
 from .. import __version__
 from ..device import autocast_dtype
 from ..errors import CellsegError
+from ..io.atomic import os_error_message
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
 from .augment import Augmentation, random_crop
@@ -226,8 +228,24 @@ def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, h
         "history": json.dumps(history),
     }
     tmp = path.with_suffix(".partial")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:  # a Python file, so a full disk raises OSError (not torch's RuntimeError)
+        torch.save(state, f)
     os.replace(tmp, path)
+
+
+@contextmanager
+def _checkpoint_errors(out: Path, saved_epoch: int) -> Iterator[None]:
+    """A failed checkpoint write (full disk, permissions) becomes one line that says what is left, and no
+    partial file stays in the model folder."""
+    try:
+        yield
+    except OSError as exc:
+        for tmp in out.glob("*.partial"):  # pathlib's glob matches the hidden .NAME.partial files too
+            tmp.unlink(missing_ok=True)
+        path = Path(exc.filename) if exc.filename else out
+        left = (f"the checkpoint of epoch {saved_epoch} in {out} is intact: rerun with --resume once there is "
+                f"space" if saved_epoch else "no epoch was saved")
+        raise CellsegError(f"{os_error_message(path, exc)}; {left}") from None
 
 
 def write_history(folder: Path, history: list[dict]) -> None:
@@ -237,7 +255,9 @@ def write_history(folder: Path, history: list[dict]) -> None:
     keys = list(history[0])
     lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" if isinstance(row[k], float) else str(row[k])
                                          for k in keys) for row in history]
-    (folder / HISTORY).write_text("\n".join(lines) + "\n")
+    tmp = folder / f".{HISTORY}.partial"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, folder / HISTORY)
     from ..plots import plot_training_curves
 
     plot_training_curves(history, folder / "curves.png")
@@ -261,6 +281,9 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                f"({len(val_pairs)} in all), so none of them is trained on")
     train_samples = [load_sample(p, percentiles=config.percentiles) for p in train_pairs]
     val_samples = [load_sample(p, percentiles=config.percentiles) for p in val_pairs]
+    # the smallest cell to keep is a property of these annotations, not of the network: a model
+    # fine-tuned from one made for large cells must not erase the small cells it was taught
+    min_size = suggest_min_size(train_samples)
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
@@ -294,7 +317,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     data_id = fingerprint(train_pairs + val_pairs)
     began = time.monotonic()
     stopped = f"reached --epochs {config.epochs}"
-    epoch = start
+    epoch = saved_epoch = start
     for epoch in range(start + 1, config.epochs + 1):
         t0 = time.monotonic()
         batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
@@ -306,32 +329,34 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_jaccard": val_jaccard, "lr": lr, "seconds": time.monotonic() - t0})
-        if improved:
-            provenance = {
-                "command": config.command, "data": str(annotations), "data_fingerprint": data_id,
-                "n_train": len(train_pairs), "n_val": len(val_pairs),
-                "val_names": [p.name for p in val_pairs],
-                "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
-                "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
-                "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
-                "sampling": config.sampling, "steps_per_epoch": steps,
-                "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
-                "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
-                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            }
-            if started_from is not None and started_from.training:
-                provenance["init_training"] = started_from.training  # the chain of commands that made it
-            model_config = ModelConfig(
-                name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
-                threshold=started_from.threshold if started_from else 0.5,
-                seed_threshold=started_from.seed_threshold if started_from else 0.5,
-                min_size=started_from.min_size if started_from else suggest_min_size(train_samples),
-                training=provenance,
-                description=started_from.description if started_from else "",
-            )
-            save_model(network, model_config, out, half=True)
-        _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history)
-        write_history(out, history)
+        with _checkpoint_errors(out, saved_epoch):
+            if improved:
+                provenance = {
+                    "command": config.command, "data": str(annotations), "data_fingerprint": data_id,
+                    "n_train": len(train_pairs), "n_val": len(val_pairs),
+                    "val_names": [p.name for p in val_pairs],
+                    "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
+                    "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
+                    "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
+                    "sampling": config.sampling, "steps_per_epoch": steps,
+                    "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
+                    "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+                if started_from is not None and started_from.training:
+                    provenance["init_training"] = started_from.training  # the chain of commands that made it
+                model_config = ModelConfig(
+                    name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
+                    threshold=started_from.threshold if started_from else 0.5,
+                    seed_threshold=started_from.seed_threshold if started_from else 0.5,
+                    min_size=min_size,
+                    training=provenance,
+                    description=started_from.description if started_from else "",
+                )
+                save_model(network, model_config, out, half=True)
+            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history)
+            write_history(out, history)
+        saved_epoch = epoch
         if on_epoch is not None:
             on_epoch(EpochReport(epoch, config.epochs, train_loss, val_loss, val_jaccard, lr,
                                  history[-1]["seconds"], improved))
@@ -348,7 +373,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
 
         model = load_model(out)
         result = calibrate_samples(model, val_samples, device)
-        apply(out, result)
+        with _checkpoint_errors(out, saved_epoch):
+            apply(out, result)
         calibration = result.record()
     return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
                        best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs),
