@@ -143,6 +143,7 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=
     from pathlib import Path
 
     from .errors import CellsegError
+    from .io.atomic import os_error_message, remove_path, replace_path, temp_path_for
     from .models import find_model, load_model
     from .models.folder import weights_dir
     from .training.data import find_pairs, load_sample
@@ -159,9 +160,19 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=
     result = calibrate_samples(model, samples, device, tta=tta, progress=progress)
     if write:
         target = Path(out) if out is not None else folder
-        if out is not None:
-            if target.exists() and any(target.iterdir()):
-                raise CellsegError(f"{target}: exists and is not empty; choose a new -o folder")
-            shutil.copytree(folder, target, dirs_exist_ok=True)
-        apply(target, result)
+        if out is not None and target.exists() and any(target.iterdir()):
+            raise CellsegError(f"{target}: exists and is not empty; choose a new -o folder")
+        copy = temp_path_for(target) if out is not None else None   # the copy appears whole, or not at all
+        try:
+            if copy is None:
+                apply(target, result)   # config.json is replaced atomically
+            else:
+                remove_path(copy)
+                shutil.copytree(folder, copy)
+                apply(copy, result)
+                replace_path(copy, target, overwrite=True)   # target is absent or an empty folder
+        except OSError as exc:
+            if copy is not None:
+                remove_path(copy)
+            raise CellsegError(os_error_message(target, exc)) from None
     return result

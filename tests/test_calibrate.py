@@ -114,6 +114,31 @@ def test_calibrate_cli_writes_a_copy_and_leaves_shipped_models_alone(tmp_path, m
     assert again.exit_code == 1 and "not empty" in again.output
 
 
+@pytest.mark.parametrize("where", ["copy", "in place"])
+def test_calibrate_on_a_full_disk_is_one_line_and_leaves_no_partial_model(tmp_path, monkeypatch, where):
+    import errno
+    import os
+
+    import cellsegcli.models
+
+    weights, ann = _model_and_annotations(tmp_path)
+    before = sorted(p.name for p in weights.iterdir()), (weights / "tiny" / "config.json").read_text()
+
+    def full(folder, config):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cellsegcli.models, "write_config", full)
+    out = tmp_path / "calibrated"
+    args = ["-o", str(out)] if where == "copy" else []
+    result = runner.invoke(app, ["calibrate", str(weights / "tiny"), str(ann), "--device", "cpu", *args])
+    target = out if where == "copy" else weights / "tiny"
+    assert result.exit_code == 1
+    assert result.output.strip().endswith(f"{target}: no space left on the device; free some space or choose "
+                                          f"another output folder")
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    assert (sorted(p.name for p in weights.iterdir()), (weights / "tiny" / "config.json").read_text()) == before
+
+
 def test_calibrate_cli_updates_a_model_folder_in_place(tmp_path):
     weights, ann = _model_and_annotations(tmp_path)
     folder = weights / "tiny"
