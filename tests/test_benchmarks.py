@@ -49,3 +49,20 @@ def test_error_band_of_one_pixel_is_the_outline_itself():
     row = error_bands(labels, gt, (labels > 0).astype(np.float32), band=1)
     # the 20 shifted pixels touch the outline; of the missed 6x6 cell only its 20-pixel rim does
     assert row["error_near_outline"] == pytest.approx((20 + 20) / (20 + 36 + 16))
+
+
+def test_finetune_subset_links_pair_by_name_whatever_the_source_layout(tmp_path):
+    import tifffile
+
+    from cellsegcli.training.data import find_pairs
+
+    source = tmp_path / "cellpose"                     # name.tif beside name_masks.tif
+    source.mkdir()
+    for name in ("a", "b", "c"):
+        tifffile.imwrite(source / f"{name}.tif", np.zeros((8, 8), np.uint8))
+        tifffile.imwrite(source / f"{name}_masks.tif", np.ones((8, 8), np.uint8))
+    pairs = find_pairs(source)
+    _load("finetune").link_subset(pairs[:2], tmp_path / "subset")
+    linked = find_pairs(tmp_path / "subset")
+    assert [p.name for p in linked] == ["a", "b"]
+    assert [(p.image.resolve(), p.mask.resolve()) for p in linked] == [(p.image, p.mask) for p in pairs[:2]]
