@@ -21,7 +21,7 @@ from skimage.segmentation import find_boundaries
 
 from cellsegcli.device import resolve_device
 from cellsegcli.metrics import pixel_scores
-from cellsegcli.training.data import mask_to_labels, read_image
+from cellsegcli.training.data import mask_to_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scores import add_selection_options, network_segmenter, run, select_pairs  # noqa: E402
@@ -72,8 +72,8 @@ def main() -> None:
     name, _, segment = network_segmenter(args.model, tta="none", device=resolve_device(args.device))
     rows = []
     for pair in select_pairs(args, model=args.model):
-        labels, prob = segment(read_image(pair.image))
-        rows.append(error_bands(labels, mask_to_labels(read_image(pair.mask)), prob[0], args.band))
+        labels, prob = segment(pair.read_image())
+        rows.append(error_bands(labels, mask_to_labels(pair.read_mask()), prob[0], args.band))
         print(pair.name, " ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()), flush=True)
     print(f"mean over {len(rows)} images ({name}, band {args.band} px):")
     for key in rows[0]:

@@ -32,14 +32,21 @@ from scores import print_table, run, score_all  # noqa: E402
 
 
 def link_subset(pairs, folder: Path) -> None:
-    """``folder/images/NAME.ext`` and ``folder/masks/NAME.ext`` links to each pair's files."""
+    """``folder/images/NAME.ext`` and ``folder/masks/NAME.ext`` links to each pair's files (a frame of an
+    annotated stack is written out as ``NAME.tif``)."""
+    import tifffile
+
     for sub in ("images", "masks"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for p in pairs:
-        for sub, src in (("images", p.image), ("masks", p.mask)):
-            link = folder / sub / f"{p.name}{src.suffix}"
-            if not link.exists():
-                link.symlink_to(src.resolve())
+        for sub, src, read in (("images", p.image, p.read_image), ("masks", p.mask, p.read_mask)):
+            path = folder / sub / f"{p.name}{src.suffix if p.frame is None else '.tif'}"
+            if path.exists():
+                continue
+            if p.frame is None:
+                path.symlink_to(src.resolve())
+            else:
+                tifffile.imwrite(path, read())
 
 
 def main() -> None:

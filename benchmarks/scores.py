@@ -27,7 +27,7 @@ from cellsegcli.metrics import frame_scores, pooled_scores, summarize
 from cellsegcli.models import load_model
 from cellsegcli.normalize import normalize, to_grey
 from cellsegcli.pipeline import SegmentConfig, make_predictor
-from cellsegcli.training.data import find_pairs, mask_to_labels, read_image
+from cellsegcli.training.data import find_pairs, mask_to_labels
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
 
@@ -71,8 +71,8 @@ def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> di
         name, arch, segment = network_segmenter(model_spec, tta=tta, device=device)
     rows = []
     for pair in pairs:
-        labels, _ = segment(read_image(pair.image))
-        rows.append(frame_scores(labels, mask_to_labels(read_image(pair.mask))))
+        labels, _ = segment(pair.read_image())
+        rows.append(frame_scores(labels, mask_to_labels(pair.read_mask())))
         print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
     return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows),
             "pooled": pooled_scores(rows)}

@@ -106,6 +106,7 @@ def _main(
 def train_cli(
     ctx: typer.Context,
     annotations: Annotated[Path, typer.Argument(help="Folder with images/ + masks/ (or name_masks.tif files); "
+                                                "a (T, Y, X) label stack trains on its non-empty frames; "
                                                 "an optional val/ inside holds the validation set.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
     arch: Annotated[Arch, typer.Option("--arch", help="Architecture; the default scored best over both "

@@ -17,7 +17,7 @@ from cellsegcli.errors import CellsegError
 from cellsegcli.models import build, load_model
 from cellsegcli.models.imagenet import load_imagenet_encoder
 from cellsegcli.training.augment import Augmentation, random_crop
-from cellsegcli.training.data import find_pairs
+from cellsegcli.training.data import find_pairs, load_sample
 from cellsegcli.training.early_stopping import EarlyStopping
 from cellsegcli.training.loop import TrainConfig, train
 from cellsegcli.training.loss import bce_dice_loss
@@ -236,6 +236,61 @@ def test_split_keeps_named_images_in_validation_but_leaves_one_to_train_on(tmp_p
     assert len(val) == 1 and len(train_pairs) == 3 and split_pairs(root, 0.25, 0)[1] == val
 
 
+def _movie(root: Path, annotated=(1, 3), n=5, rgb=False, **tiff) -> tuple[np.ndarray, np.ndarray]:
+    """A (T, Y, X) image stack beside a label stack in which only the ``annotated`` frames hold cells."""
+    rng = np.random.default_rng(1)
+    frames = [_disks_image(rng, 64, n=3) for _ in range(n)]
+    images = np.stack([f[0] for f in frames])
+    labels = np.stack([f[1] if t in annotated else np.zeros_like(f[1]) for t, f in enumerate(frames)])
+    if rgb:
+        images = np.repeat(images[..., None], 3, axis=-1)
+    root.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(root / "movie.tif", images, **tiff)
+    tifffile.imwrite(root / "movie_masks.tif", labels, **tiff)
+    return images, labels
+
+
+@pytest.mark.parametrize("layout", ["pages", "imagej", "rgb", "three frames"])
+def test_annotated_frames_of_a_label_stack_are_pairs(tmp_path, layout):
+    from cellsegcli.training.data import mask_to_labels
+
+    tiff = {"imagej": True, "metadata": {"axes": "TYX"}} if layout == "imagej" else {}
+    if layout == "three frames":  # (3, Y, X) is a stack, not an RGB image: the TIFF's axes say which
+        tiff = {"photometric": "minisblack"}
+    n = 3 if layout == "three frames" else 5
+    images, labels = _movie(tmp_path, n=n, rgb=layout == "rgb", **tiff)
+    pairs = find_pairs(tmp_path)
+    assert [(p.name, p.frame) for p in pairs] == [("movie_t001", 1)] + ([("movie_t003", 3)] if n == 5 else [])
+    for p in pairs:
+        assert np.array_equal(p.read_image(), images[p.frame])
+        sample = load_sample(p, percentiles=(1.0, 99.8))
+        assert np.array_equal(sample.labels, mask_to_labels(labels[p.frame])) and sample.labels.max() == 3
+        assert sample.name == p.name and sample.image.shape == (64, 64)
+
+
+def test_label_stack_needs_an_image_stack_of_the_same_frames_and_one_annotated_frame(tmp_path):
+    images, labels = _movie(tmp_path)
+    tifffile.imwrite(tmp_path / "movie.tif", images[:2])
+    with pytest.raises(CellsegError) as info:
+        find_pairs(tmp_path)
+    assert str(info.value) == (f"{tmp_path / 'movie.tif'}: its mask movie_masks.tif is a stack of 5 frames of "
+                               f"64 x 64; the image must be a TIFF stack of the same frames (T, Y, X), got shape "
+                               f"(2, 64, 64)")
+    tifffile.imwrite(tmp_path / "movie.tif", images)
+    tifffile.imwrite(tmp_path / "movie_masks.tif", np.zeros_like(labels))
+    with pytest.raises(CellsegError, match="every one of its 5 frames is empty; annotate at least one frame"):
+        find_pairs(tmp_path)
+
+
+def test_training_on_an_annotated_time_lapse(tmp_path):
+    _movie(tmp_path / "ann", annotated=(0, 2, 4, 6, 8), n=9)
+    out = tmp_path / "m"
+    result = train(tmp_path / "ann", out, _config(val_fraction=0.4, calibrate=False), device=CPU)
+    training = load_model(out).config.training
+    assert (result.n_train, result.n_val) == (3, 2)
+    assert set(training["val_names"]) < {f"movie_t{t:03d}" for t in (0, 2, 4, 6, 8)}
+
+
 def test_image_sampling_draws_every_image_equally_whatever_its_size():
     from cellsegcli.training.data import Sample
     from cellsegcli.training.loop import sampling_weights
@@ -270,11 +325,14 @@ def test_imagenet_offline_without_a_file_fails_at_once(monkeypatch):
         load_imagenet_encoder(build("resnet18-unet"), None)
 
 
-@pytest.mark.parametrize("case", ["empty", "unpaired", "mismatch", "single"])
+@pytest.mark.parametrize("case", ["empty", "unpaired", "mismatch", "single", "stack"])
 def test_train_cli_refuses_bad_annotation_folders(tmp_path, case):
     root = tmp_path / "ann"
     if case == "empty":
         root.mkdir()
+    elif case == "stack":  # a label stack beside a single image
+        _movie(root)
+        tifffile.imwrite(root / "movie.tif", np.zeros((64, 64), np.uint16))
     else:
         _annotations(root, n=1 if case == "single" else 2)
     if case == "unpaired":

@@ -7,6 +7,10 @@ Two layouts are recognised:
 
 Masks may be binary (0/1, 0/255) or instance labels. Instance labels are cleaned (the largest piece of each
 id is kept); binary masks become instances by connected components (touching cells then stay merged).
+
+A time-lapse annotated in place (a (T, Y, X) TIFF label stack beside its (T, Y, X) image stack, as napari
+saves a labels layer) gives one pair per frame whose mask is not empty, named ``NAME_tNNN``: a lab can
+annotate every tenth frame of a movie and train on those.
 """
 
 from __future__ import annotations
@@ -26,12 +30,23 @@ MASK_SUFFIX = "_masks"
 
 @dataclass(frozen=True)
 class Pair:
+    """An annotated image: two files, or frame ``frame`` of an image stack and of its label stack."""
+
     image: Path
     mask: Path
+    frame: int | None = None
 
     @property
     def name(self) -> str:
-        return self.image.stem
+        return self.image.stem if self.frame is None else f"{self.image.stem}_t{self.frame:03d}"
+
+    def read_image(self) -> np.ndarray:
+        """The 2-D grey or RGB image."""
+        return read_image(self.image) if self.frame is None else _read_frame(self.image, self.frame)
+
+    def read_mask(self) -> np.ndarray:
+        """The mask as it is stored (binary or labels; reduce with :func:`mask_to_labels`)."""
+        return read_image(self.mask) if self.frame is None else _read_frame(self.mask, self.frame)
 
 
 @dataclass
@@ -75,7 +90,64 @@ def find_pairs(folder: Path) -> list[Pair]:
         if lonely_masks:
             parts.append(f"masks without an image: {', '.join(masks[s].name for s in lonely_masks[:5])}")
         raise CellsegError(f"{where}: {'; '.join(parts)}; add the missing files or remove these")
-    return [Pair(images[s], masks[s]) for s in sorted(images)]
+    pairs = []
+    for stem in sorted(images):
+        pairs += _frames(images[stem], masks[stem])
+    return pairs
+
+
+def _tiff_layout(path: Path) -> tuple[tuple[int, ...], str] | None:
+    """Shape and axes (tifffile's letters, ``S`` for RGB samples) of a TIFF's first series, without its
+    singleton axes and without reading pixels; None for other formats."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            kept = [(n, a) for n, a in zip(series.shape, series.axes) if n != 1]
+    except Exception as exc:
+        raise CellsegError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); check the file") from None
+    return tuple(n for n, _ in kept), "".join(a for _, a in kept)
+
+
+def _frames(image: Path, mask: Path) -> list[Pair]:
+    """One pair, or one per annotated frame when the mask is a (T, Y, X) label stack."""
+    layout = _tiff_layout(mask)
+    if layout is None or len(layout[0]) != 3 or "S" in layout[1]:
+        return [Pair(image, mask)]
+    n, ny, nx = layout[0]
+    shape, axes = _tiff_layout(image) or ((), "")
+    grey = shape == (n, ny, nx) and "S" not in axes
+    rgb = len(shape) == 4 and shape[:3] == (n, ny, nx) and axes.endswith("S")
+    if not (grey or rgb):
+        got = f"shape {shape}" if shape else "not a TIFF stack"
+        raise CellsegError(f"{image}: its mask {mask.name} is a stack of {n} frames of {ny} x {nx}; the image "
+                           f"must be a TIFF stack of the same frames (T, Y, X), got {got}")
+    import tifffile
+
+    labels = tifffile.imread(mask).reshape(n, ny, nx)
+    annotated = [t for t in range(n) if labels[t].any()]
+    if not annotated:
+        raise CellsegError(f"{mask}: every one of its {n} frames is empty; annotate at least one frame or "
+                           f"remove the pair")
+    return [Pair(image, mask, t) for t in annotated]
+
+
+def _read_frame(path: Path, t: int) -> np.ndarray:
+    """Frame ``t`` of a TIFF stack (a page at a time when the stack is one page per frame)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape = tuple(n for n in series.shape if n != 1)
+            if len(series.pages) == shape[0]:
+                return np.squeeze(series.pages[t].asarray())
+            return np.squeeze(series.asarray()).reshape(shape)[t]
+    except Exception as exc:
+        raise CellsegError(f"{path}: cannot read frame {t} ({type(exc).__name__}: {exc}); check the file") from None
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -113,8 +185,8 @@ def mask_to_labels(mask: np.ndarray) -> np.ndarray:
 
 def load_sample(pair: Pair, *, percentiles: tuple[float, float]) -> Sample:
     """Read, check and prepare one pair: normalised grey image and (cell, interior) targets."""
-    image = read_image(pair.image)
-    mask = read_image(pair.mask)
+    image = pair.read_image()
+    mask = pair.read_mask()
     if image.shape[:2] != mask.shape[:2]:
         raise CellsegError(f"{pair.mask}: shape {mask.shape[:2]} does not match its image {pair.image.name} "
                            f"{image.shape[:2]}; masks must have their image's size")
@@ -135,6 +207,8 @@ def fingerprint(pairs: list[Pair]) -> str:
     for p in pairs:
         for f in (p.image, p.mask):
             digest.update(f"{f.name}:{f.stat().st_size};".encode())
+        if p.frame is not None:
+            digest.update(f"t{p.frame};".encode())
     return digest.hexdigest()[:16]
 
 
