@@ -15,6 +15,7 @@ annotate every tenth frame of a movie and train on those.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,29 +126,33 @@ def _frames(image: Path, mask: Path) -> list[Pair]:
         got = f"shape {shape}" if shape else "not a TIFF stack"
         raise CellsegError(f"{image}: its mask {mask.name} is a stack of {n} frames of {ny} x {nx}; the image "
                            f"must be a TIFF stack of the same frames (T, Y, X), got {got}")
-    import tifffile
-
-    labels = tifffile.imread(mask).reshape(n, ny, nx)
-    annotated = [t for t in range(n) if labels[t].any()]
+    annotated = [t for t, frame in enumerate(_iter_frames(mask)) if frame.any()]
     if not annotated:
         raise CellsegError(f"{mask}: every one of its {n} frames is empty; annotate at least one frame or "
                            f"remove the pair")
     return [Pair(image, mask, t) for t in annotated]
 
 
-def _read_frame(path: Path, t: int) -> np.ndarray:
-    """Frame ``t`` of a TIFF stack (a page at a time when the stack is one page per frame)."""
+def _iter_frames(path: Path, frames: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Frames of a TIFF stack (all, or those listed), one page at a time when the stack is one page per
+    frame; the file is opened once."""
     import tifffile
 
+    t = -1
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape = tuple(n for n in series.shape if n != 1)
-            if len(series.pages) == shape[0]:
-                return np.squeeze(series.pages[t].asarray())
-            return np.squeeze(series.asarray()).reshape(shape)[t]
+            per_page = len(series.pages) == shape[0]
+            whole = None if per_page else np.squeeze(series.asarray()).reshape(shape)
+            for t in range(shape[0]) if frames is None else frames:
+                yield np.squeeze(series.pages[t].asarray()) if per_page else whole[t]
     except Exception as exc:
         raise CellsegError(f"{path}: cannot read frame {t} ({type(exc).__name__}: {exc}); check the file") from None
+
+
+def _read_frame(path: Path, t: int) -> np.ndarray:
+    return next(_iter_frames(path, [t]))
 
 
 def read_image(path: Path) -> np.ndarray:
