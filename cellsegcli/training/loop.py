@@ -216,6 +216,27 @@ def evaluate(network: nn.Module, samples: list[Sample], *, device: torch.device,
     return float(np.mean(losses)), float(np.mean(jaccards))
 
 
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """Cosine from --lr to --lr/100 over --epochs, or halving when the validation loss stalls."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 100)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
+
+
+def _restore(path: Path, network, optimizer, scheduler, stopper, gen) -> tuple[list[dict], int]:
+    """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
+    if not path.is_file():
+        raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    network.load_state_dict(state["network"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stopper.load_state_dict(state["stopper"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return json.loads(state["history"]), int(state["epoch"])
+
+
 def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history) -> None:
     state = {
         "epoch": epoch,
@@ -287,28 +308,13 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
-                                                               eta_min=config.lr / 100)
-    else:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5,
-                                                               patience=max(1, config.patience // 3))
+    scheduler = _scheduler(optimizer, config)
     stopper = EarlyStopping(config.patience)
     history: list[dict] = []
     start = 0
     last = out / LAST
     if resume:
-        if not last.is_file():
-            raise CellsegError(f"{last}: no checkpoint to resume from; run without --resume to start training")
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = json.loads(state["history"])
-        start = int(state["epoch"])
+        history, start = _restore(last, network, optimizer, scheduler, stopper, gen)
     elif last.exists():
         raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
     out.mkdir(parents=True, exist_ok=True)
