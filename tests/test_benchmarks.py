@@ -66,3 +66,20 @@ def test_finetune_subset_links_pair_by_name_whatever_the_source_layout(tmp_path)
     linked = find_pairs(tmp_path / "subset")
     assert [p.name for p in linked] == ["a", "b"]
     assert [(p.image.resolve(), p.mask.resolve()) for p in linked] == [(p.image, p.mask) for p in pairs[:2]]
+
+
+def test_calibration_on_few_frames_is_scored_on_the_frames_left_out():
+    from cellsegcli.calibrate import Setting
+
+    held_out_gains = _load("calibration_frames").held_out_gains
+
+    def frame(current, other):  # objective = (jaccard + f1) / 2
+        return [Setting(0.5, 0.5, current, current, 0.0), Setting(0.6, 0.9, other, other, 0.0)]
+
+    per_frame = [frame(0.8, 0.9), frame(0.8, 0.7), frame(0.8, 0.7)]
+    # calibrated on frame 0 alone the other pair wins (0.9) and loses 0.1 on frames 1 and 2; on frame 1 or 2
+    # the current pair stays
+    assert held_out_gains(per_frame, (0.5, 0.5), 1, 0.0) == pytest.approx([-0.1, 0.0, 0.0])
+    assert held_out_gains(per_frame, (0.5, 0.5), 1, 0.2) == pytest.approx([0.0, 0.0, 0.0])
+    # on frames {0, 1} the pairs tie (0.8 each): the current one stays; scored on what is left
+    assert held_out_gains(per_frame, (0.5, 0.5), 2, 0.0) == pytest.approx([0.0, 0.0, 0.0])

@@ -63,6 +63,16 @@ def test_best_breaks_ties_towards_the_default():
     assert best([a, b], default=(0.3, 0.3)) is a
 
 
+def test_the_current_thresholds_stay_unless_beaten_by_the_margin():
+    current = Setting(0.5, 0.9, 0.80, 0.80, 0.5)
+    slightly = Setting(0.4, 0.8, 0.805, 0.805, 0.5)     # objective +0.005
+    clearly = Setting(0.6, 0.7, 0.82, 0.82, 0.5)        # objective +0.02
+    assert best([current, slightly], (0.5, 0.9), margin=0.01) is current
+    assert best([current, slightly], (0.5, 0.9)) is slightly            # no margin: the best wins
+    assert best([current, slightly, clearly], (0.5, 0.9), margin=0.01) is clearly
+    assert best([slightly], (0.5, 0.9), margin=0.01) is slightly        # current not swept: nothing to keep
+
+
 def test_sweep_refuses_mismatched_inputs():
     with pytest.raises(ValueError, match="as many"):
         sweep([np.zeros((1, 8, 8), np.float32)], [])
