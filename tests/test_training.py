@@ -291,6 +291,21 @@ def test_training_on_an_annotated_time_lapse(tmp_path):
     assert set(training["val_names"]) < {f"movie_t{t:03d}" for t in (0, 2, 4, 6, 8)}
 
 
+def test_frames_of_one_movie_stay_on_one_side_of_the_split(tmp_path):
+    from cellsegcli.training.loop import split_pairs
+
+    for name in ("a", "b", "c"):
+        _movie(tmp_path / "tmp", annotated=(0, 2, 4), n=5)
+        for suffix in ("", "_masks"):
+            (tmp_path / "tmp" / f"movie{suffix}.tif").rename(tmp_path / f"{name}{suffix}.tif")
+    for seed in range(4):
+        train_pairs, val = split_pairs(tmp_path, 0.34, seed)
+        movies = {p.image.stem for p in val}
+        assert len(movies) == 1 and len(val) == 3 and not movies & {p.image.stem for p in train_pairs}
+    _, val = split_pairs(tmp_path, 0.34, 0, keep_in_val=["b_t002"])  # one frame named: its movie goes
+    assert {p.name for p in val} == {"b_t000", "b_t002", "b_t004"}
+
+
 def test_image_sampling_draws_every_image_equally_whatever_its_size():
     from cellsegcli.training.data import Sample
     from cellsegcli.training.loop import sampling_weights

@@ -109,25 +109,30 @@ def split_pairs(folder: Path, val_fraction: float, seed: int, keep_in_val: tuple
 
     Images named in ``keep_in_val`` (found in the folder) go to validation first, the seeded order tops the
     set up to ``val_fraction``: fine-tuning a model on the folder it was trained on keeps that model's
-    validation images out of training, so its validation scores stay honest.
+    validation images out of training, so its validation scores stay honest. The annotated frames of one
+    stack are split as one unit (neighbouring frames look alike), unless the folder holds a single stack.
     """
     pairs = find_pairs(folder)
     if (folder / "val").is_dir():
         return pairs, find_pairs(folder / "val")
-    if len(pairs) < 2:
+    units: dict[Path, list] = {}
+    for p in pairs:
+        units.setdefault(p.image, []).append(p)
+    groups = list(units.values()) if len(units) > 1 else [[p] for p in pairs]
+    if len(groups) < 2:
         raise CellsegError(f"{folder}: {len(pairs)} annotated image(s); need at least 2 for a validation split "
                            f"(or add a val/ folder)")
-    order = np.random.default_rng(seed).permutation(len(pairs))
+    order = np.random.default_rng(seed).permutation(len(groups))
     keep = set(keep_in_val)
-    kept = [i for i in order if pairs[i].name in keep]
-    if len(kept) < len(pairs):
-        order = np.array(kept + [i for i in order if pairs[i].name not in keep], dtype=np.int64)
+    kept = [i for i in order if any(p.name in keep for p in groups[i])]
+    if len(kept) < len(groups):
+        order = np.array(kept + [i for i in order if i not in set(kept)], dtype=np.int64)
     else:
         kept = []
-    n_val = min(len(pairs) - 1, max(1, len(kept), round(len(pairs) * val_fraction)))
+    n_val = min(len(groups) - 1, max(1, len(kept), round(len(groups) * val_fraction)))
     val = sorted(order[:n_val])
     train = sorted(order[n_val:])
-    return [pairs[i] for i in train], [pairs[i] for i in val]
+    return [p for i in train for p in groups[i]], [p for i in val for p in groups[i]]
 
 
 def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Module, ModelConfig | None]:
