@@ -374,6 +374,20 @@ def test_train_cli_json_summary(tmp_path):
     assert config["training"]["sampling"] == "image" and "--sampling image" in config["training"]["command"]
 
 
+def test_fine_tuning_the_default_model_on_the_example_movie(tmp_path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "annotated"
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["train", str(example), "-o", str(out), "--init", "default", "--epochs", "1",
+                                 "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "128", "--device", "cpu",
+                                 "--no-calibrate", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["n_train"], summary["n_val"]) == (6, 2)  # the 8 annotated frames of one movie
+    model = load_model(out)
+    assert model.config.training["init"] == "default" and model.config.name == "m"
+    assert all(name.startswith("movie_t") for name in model.config.training["val_names"])
+
+
 @pytest.mark.data
 def test_one_epoch_on_real_crops_gives_a_loadable_model(shared_data, tmp_path):
     from skimage.io import imread
