@@ -287,9 +287,11 @@ def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> 
                      f"{s['frames_table']}")
         if result.scores:
             sc = result.scores
+            skipped = sc.get("unannotated_frames") or []
+            note = f" ({len(skipped)} frames empty in the ground truth not scored)" if skipped else ""
             console.info(f"scores vs {gt}: pixel Jaccard {sc['jaccard']['mean']:.4f}, "
                          f"Dice {sc['dice']['mean']:.4f}, object F1@0.5 {sc['f1']['mean']:.4f}, "
-                         f"mean AP {sc['mean_ap']['mean']:.4f} -> {s['scores_table']}")
+                         f"mean AP {sc['mean_ap']['mean']:.4f}{note} -> {s['scores_table']}")
     return s
 
 @app.command("evaluate")
@@ -323,7 +325,8 @@ def evaluate_cli(
                      "recall": "pixel recall", "object_precision": "object precision @0.5",
                      "object_recall": "object recall @0.5", "f1": "object F1 @0.5", "mean_ap": "mean AP (DSB2018)",
                      "seg": "SEG (CTC)"}
-            console.table(f"{pred} vs {gt} ({len(result.rows)} frames)", ["metric", "mean", "std"],
+            skipped = f", {len(result.unannotated)} empty in the ground truth not scored" if result.unannotated else ""
+            console.table(f"{pred} vs {gt} ({len(result.rows)} frames{skipped})", ["metric", "mean", "std"],
                           [[label, result.summary[k]["mean"], result.summary[k]["std"]] for k, label in names.items()]
                           + [["pixel Jaccard, pooled over frames", result.pooled["jaccard"], ""],
                              ["object F1 @0.5, pooled over frames", result.pooled["f1"], ""],

@@ -106,10 +106,11 @@ class Evaluation:
     rows: list[dict] = field(default_factory=list)     # per frame: name + metrics.FRAME_KEYS
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> {mean, std}
     pooled: dict[str, float] = field(default_factory=dict)  # sequence-level SEG and object counts
+    unannotated: list[str] = field(default_factory=list)   # frames of a ground-truth stack left empty
 
     def as_dict(self) -> dict:
         return {"pred": str(self.pred), "gt": str(self.gt), "frames": len(self.rows), "summary": self.summary,
-                "pooled": self.pooled, "per_frame": self.rows}
+                "pooled": self.pooled, "unannotated_frames": self.unannotated, "per_frame": self.rows}
 
 
 def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = None) -> Evaluation:
@@ -133,15 +134,24 @@ def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None]
 
     pred, gt = p_src.path, g_src.path
     pairs = pair_frames(p_src, g_src)
+    # a label stack annotated in place (every tenth frame, say) leaves the other frames empty: as for
+    # training, those count as not annotated; a folder's files and a single frame are scored as they are
+    sparse = len(pairs) > 1 and not (gt.is_dir() and not (gt / "zarr.json").exists())
     result = Evaluation(pred, gt)
     for done, (name, i, j) in enumerate(pairs, start=1):
         p, g = p_src.frame(i), g_src.frame(j)
         if p.shape != g.shape:
             raise CellsegError(f"{pred}: frame {name} has shape {p.shape} but the ground truth has {g.shape}; "
                                f"score predictions of the ground truth's images")
-        result.rows.append({"frame": name, **frame_scores(p, g)})
+        if sparse and not g.any():
+            result.unannotated.append(name)
+        else:
+            result.rows.append({"frame": name, **frame_scores(p, g)})
         if progress is not None:
             progress(done, len(pairs))
+    if not result.rows:
+        raise CellsegError(f"{gt}: every one of its {len(pairs)} frames is empty; nothing to score against "
+                           f"(give labels for at least one frame)")
     result.summary = summarize([{k: v for k, v in r.items() if k != "frame"} for r in result.rows])
     result.pooled = pooled_scores(result.rows)
     return result

@@ -94,7 +94,7 @@ class SegmentResult:
     forward_seconds: float
     cells_per_frame: list[int] = field(default_factory=list)
     pixel_size_um: float | None = None
-    scores: dict[str, dict[str, float]] | None = None   # evaluation summary when ground truth was given
+    scores: dict[str, Any] | None = None   # evaluation summary when ground truth was given
 
     @property
     def frames_per_second(self) -> float:
@@ -392,14 +392,14 @@ def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) 
         raise OutputExistsError(f"{scores} exists; pass --overwrite to replace it")
 
 
-def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, dict[str, float]]:
+def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, Any]:
     from .evaluation import evaluate
     from .io.tables import write_table
 
     evaluation = evaluate(outputs.zarr, gt)
     rows = evaluation.rows
     write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
-    return {**evaluation.summary, "pooled": evaluation.pooled}
+    return {**evaluation.summary, "pooled": evaluation.pooled, "unannotated_frames": evaluation.unannotated}
 
 
 @dataclass

@@ -73,6 +73,24 @@ def test_tiff_stack_against_zarr_labels(tmp_path):
     assert json.loads(result.stdout)["summary"]["mean_ap"]["mean"] == 1.0
 
 
+def test_empty_frames_of_a_ground_truth_stack_are_not_annotated(tmp_path):
+    gt = np.stack([_square(5, 5), np.zeros((40, 40)), _square(10, 10), np.zeros((40, 40))]).astype(np.uint16)
+    pred = gt.copy()
+    pred[1] = _square(20, 20)  # cells found where nobody annotated: not held against the prediction
+    tiff = {"photometric": "minisblack", "metadata": {"axes": "TYX"}}
+    tifffile.imwrite(tmp_path / "gt.tif", gt, **tiff)
+    tifffile.imwrite(tmp_path / "p.tif", pred, **tiff)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "gt.tif"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 2 and report["summary"]["jaccard"]["mean"] == 1.0
+    assert [row["frame"] for row in report["per_frame"]] == ["frame0", "frame2"]
+    assert report["unannotated_frames"] == ["frame1", "frame3"]
+    tifffile.imwrite(tmp_path / "gt.tif", np.zeros_like(gt), **tiff)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "gt.tif")])
+    assert result.exit_code == 1 and "every one of its 4 frames is empty" in result.stderr
+
+
 def test_frame_count_mismatch_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "p.tif", np.zeros((2, 8, 8), np.uint16), metadata={"axes": "TYX"})
     tifffile.imwrite(tmp_path / "g.tif", np.zeros((3, 8, 8), np.uint16), photometric="minisblack", metadata={"axes": "TYX"})
