@@ -80,6 +80,14 @@ def _as_labels(image: np.ndarray, path: Path) -> np.ndarray:
     return image
 
 
+def annotated_in_place(gt: LabelSource) -> bool:
+    """Whether an empty frame of ``gt`` means "not annotated": a label stack annotated in place (every tenth
+    frame, say) leaves the other frames empty, as training reads it; a folder's files and a single frame
+    are ground truth as they are."""
+    folder = gt.path.is_dir() and not (gt.path / "zarr.json").exists()
+    return len(gt) > 1 and not folder
+
+
 def pair_frames(pred: LabelSource, gt: LabelSource) -> list[tuple[str, int, int]]:
     """(name, pred index, gt index) for every frame to score."""
     if pred.path.is_dir() and gt.path.is_dir() and not (pred.path / "zarr.json").exists() \
@@ -134,9 +142,7 @@ def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None]
 
     pred, gt = p_src.path, g_src.path
     pairs = pair_frames(p_src, g_src)
-    # a label stack annotated in place (every tenth frame, say) leaves the other frames empty: as for
-    # training, those count as not annotated; a folder's files and a single frame are scored as they are
-    sparse = len(pairs) > 1 and not (gt.is_dir() and not (gt / "zarr.json").exists())
+    sparse = annotated_in_place(g_src)
     result = Evaluation(pred, gt)
     for done, (name, i, j) in enumerate(pairs, start=1):
         p, g = p_src.frame(i), g_src.frame(j)

@@ -414,7 +414,7 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
     """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result."""
     import zarr
 
-    from .evaluation import open_labels
+    from .evaluation import annotated_in_place, open_labels
     from .io.readers import open_stack
     from .metrics import pixel_scores
     from .morphology import frame_table_row
@@ -435,6 +435,7 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
     try:
         if truth is not None and len(truth) != len(labels):
             raise CellsegError(f"{gt}: {len(truth)} frames but {result} has {len(labels)}")
+        sparse = truth is not None and annotated_in_place(truth)
         chosen = frames if frames is not None else list(range(len(labels)))
         bad = [t for t in chosen if not 0 <= t < len(labels)]
         if bad:
@@ -444,6 +445,8 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
         for i, t in enumerate(chosen):
             lab = labels.frame(t)
             g = truth.frame(t) if truth is not None else None
+            if g is not None and sparse and not g.any():
+                g = None   # not annotated: outlines only, no false positives drawn
             rgb = overlay_frame(get_image(t), lab, g)
             pngs.append(save_png(rgb, out / f"{name}_t{t:04d}.png"))
             if len(chosen) > 1:
@@ -451,8 +454,8 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
             row = frame_table_row(lab, frame=t)
             for k in table:
                 table[k].append(row[k])
-            if g is not None:
-                jaccard.append(pixel_scores(lab, g)["jaccard"])
+            if truth is not None:
+                jaccard.append(pixel_scores(lab, g)["jaccard"] if g is not None else float("nan"))
             if progress is not None:
                 progress(i + 1, len(chosen))
         gif = save_gif(rgbs, out / f"{name}.gif") if rgbs else None

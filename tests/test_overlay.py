@@ -51,6 +51,22 @@ def test_overlay_cli_writes_pngs_gif_and_plot(tmp_path):
         assert plot.size[0] > 600
 
 
+def test_frames_left_empty_in_a_ground_truth_stack_are_drawn_without_it(tmp_path):
+    image, pred, gt = _case()
+    root = zarr.open_group(tmp_path / "r.zarr", mode="w")
+    root.create_array("0", data=np.stack([image, image]).astype(np.uint16))
+    root.create_array("labels/cells/0", data=np.stack([pred, pred]))
+    tifffile.imwrite(tmp_path / "gt.tif", np.stack([gt, np.zeros_like(gt)]).astype(np.uint16),
+                     photometric="minisblack", metadata={"axes": "TYX"})
+    result = CliRunner().invoke(app, ["overlay", str(tmp_path / "r.zarr"), "--gt", str(tmp_path / "gt.tif"), "-o",
+                                      str(tmp_path / "ov")])
+    assert result.exit_code == 0, result.output
+    annotated, empty = (np.asarray(Image.open(tmp_path / "ov" / f"r_t000{t}.png")) for t in (0, 1))
+    stored = image.astype(np.uint16)
+    assert np.array_equal(annotated, overlay_frame(stored, pred, gt))
+    assert np.array_equal(empty, overlay_frame(stored, pred, None))   # not all false positives
+
+
 def test_overlay_without_image_asks_for_one(tmp_path):
     root = zarr.open_group(tmp_path / "r.zarr", mode="w")
     root.create_array("labels/cells/0", data=np.zeros((1, 8, 8), np.uint32))
