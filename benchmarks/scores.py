@@ -26,23 +26,25 @@ from cellsegcli.instances import label_instances
 from cellsegcli.metrics import frame_scores, pooled_scores, summarize
 from cellsegcli.models import load_model
 from cellsegcli.normalize import normalize, to_grey
-from cellsegcli.pipeline import SegmentConfig, make_predictor
+from cellsegcli.pipeline import SegmentConfig, frame_settings, make_predictor
 from cellsegcli.training.data import find_pairs, mask_to_labels
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
 
 
-def network_segmenter(model_spec: str, *, tta: str, device: torch.device):
+def network_segmenter(model_spec: str, *, tta: str, device: torch.device, diameter: float | None = None):
     """``(name, architecture, segment)`` where ``segment(raw) -> (labels, probabilities)`` does what
-    `cellseg segment` does to one frame (its predictor, the model's thresholds)."""
+    `cellseg segment [--diameter D]` does to one frame (its predictor, the model's thresholds)."""
     model = load_model(model_spec)
     c = model.config
-    predictor, _ = make_predictor(model, device, SegmentConfig(tta=tta))
+    config = SegmentConfig(tta=tta, diameter=diameter)
+    predictor, _ = make_predictor(model, device, config)
+    s = frame_settings(c, config)
 
     def segment(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prob = predictor.predict(normalize(to_grey(raw), c.percentiles))
-        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=c.threshold,
-                                 seed_threshold=c.seed_threshold, min_size=c.min_size)
+        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=s.threshold,
+                                 seed_threshold=s.seed_threshold, min_size=s.min_size)
         return labels, prob
 
     return c.name, c.architecture, segment

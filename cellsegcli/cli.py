@@ -218,6 +218,10 @@ def segment_cli(
     seed_threshold: Annotated[Optional[float], typer.Option("--seed-threshold", help="Cell interior probability "
                               "that seeds a cell; higher splits fewer cells (default: the model's).")] = None,
     min_size: Annotated[Optional[int], typer.Option("--min-size", help="Smallest cell kept, in pixels.")] = None,
+    diameter: Annotated[Optional[float], typer.Option("--diameter", help="Typical cell diameter in these images, "
+                        "in pixels, when it differs from the model's (see `cellseg models`): frames are resized "
+                        "so their cells match the model's training size, and the labels come back at full "
+                        "size.")] = None,
     axes: Annotated[Optional[str], typer.Option("--axes", help="Override the file's axes, e.g. TYX, TCYX.")] = None,
     channel: Annotated[Optional[int], typer.Option("--channel", help="Channel to segment when there are "
                        "several.")] = None,
@@ -247,8 +251,8 @@ def segment_cli(
 
         config = pipeline.SegmentConfig(
             model=model, tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
-            seed_threshold=seed_threshold, min_size=min_size, device=device, axes=axes, channel=channel, pixel_size=pixel_size,
-            save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
+            seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
+            channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt,
         )
         if gt is not None and len(inputs) > 1:
@@ -425,6 +429,7 @@ def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
             t = c.training
             rows.append({"name": c.name, "architecture": c.architecture, "path": str(folder),
                          "description": c.description, "val_jaccard": t.get("val_jaccard"),
+                         "diameter": c.diameter or None,
                          "epochs": t.get("epoch"), "trained_on": t.get("data"),
                          "sha256": file_sha256(folder / WEIGHTS) if (folder / WEIGHTS).is_file() else None})
         if as_json:
@@ -433,9 +438,10 @@ def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
         if not rows:
             console.info("no shipped models found (looked in weights/ or $CELLSEG_WEIGHTS)")
             return
-        console.table("shipped models", ["name", "architecture", "val Jaccard", "epochs", "description"],
+        console.table("shipped models", ["name", "architecture", "val Jaccard", "epochs", "cell diameter (px)",
+                                         "description"],
                       [[r["name"], r["architecture"], r["val_jaccard"] if r["val_jaccard"] is not None else "-",
-                        r["epochs"] or "-", r["description"]] for r in rows])
+                        r["epochs"] or "-", f"{r['diameter']:g}" if r["diameter"] else "-", r["description"]] for r in rows])
 
     _run(action, debug=debug)
 

@@ -49,6 +49,7 @@ class SegmentConfig:
     axes: str | None = None
     channel: int | None = None
     pixel_size: float | None = None
+    diameter: float | None = None      # typical cell diameter in the input, px: frames are resized to the model's
     save_image: bool = True
     save_probabilities: bool = False
     table_format: str = "csv"
@@ -95,6 +96,7 @@ class SegmentResult:
     cells_per_frame: list[int] = field(default_factory=list)
     pixel_size_um: float | None = None
     scores: dict[str, Any] | None = None   # evaluation summary when ground truth was given
+    scale: float = 1.0                     # frames resized by this for the model (--diameter)
 
     @property
     def frames_per_second(self) -> float:
@@ -106,7 +108,8 @@ class SegmentResult:
             "input": str(self.input), "zarr": str(self.outputs.zarr), "cells_table": str(self.outputs.cells),
             "frames_table": str(self.outputs.frames), "frames": self.n_frames, "shape": list(self.shape),
             "pixel_size_um": self.pixel_size_um, "model": self.model, "model_sha256": self.model_sha256,
-            "device": self.device, "tta": self.tta, "tile": self.tile, "seconds": round(self.seconds, 3),
+            "device": self.device, "tta": self.tta, "tile": self.tile, "scale": round(self.scale, 4),
+            "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
             "frames_per_second": round(self.frames_per_second, 4),
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
@@ -141,6 +144,18 @@ class FrameSettings:
     pixel_size_um: float | None
     save_image: bool
     save_probabilities: bool
+
+
+def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | None = None) -> FrameSettings:
+    """The options, else the model's thresholds; the model's ``min_size`` is in its own pixels, and a frame
+    resized by ``scale`` for it (``--diameter``) has 1 / scale^2 times as many pixels per cell."""
+    mc = model_config
+    scale = input_scale(mc, config.diameter)
+    return FrameSettings(
+        threshold=mc.threshold if config.threshold is None else config.threshold,
+        seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
+        min_size=round(mc.min_size / scale**2) if config.min_size is None else config.min_size,
+        pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities)
 
 
 def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int]:
@@ -224,6 +239,25 @@ def frame_stream(model, predictor, items) -> Iterator[tuple[np.ndarray, np.ndarr
         yield raw, method(raw).astype(np.float32)[None]
 
 
+def input_scale(model_config, diameter: float | None) -> float:
+    """How much frames are resized for the model: its training cell diameter over ``diameter`` (1 when
+    ``diameter`` is None)."""
+    if diameter is None:
+        return 1.0
+    if diameter <= 0:
+        raise CellsegError(f"--diameter {diameter:g}: give the typical cell diameter in pixels (a positive number)")
+    if model_config.architecture in BASELINES:
+        raise CellsegError(f"--diameter applies to network models, not the classical baseline {model_config.name}")
+    if not model_config.diameter:
+        raise CellsegError(f"model '{model_config.name}' records no training cell diameter; retrain it with this "
+                           f"cellseg, or add \"diameter\" (pixels) to its config.json")
+    scale = model_config.diameter / diameter
+    if not 0.05 <= scale <= 20:
+        raise CellsegError(f"--diameter {diameter:g}: model '{model_config.name}' was trained on cells "
+                           f"{model_config.diameter:g} px across; more than 20x from that is out of its reach")
+    return scale
+
+
 def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=None):
     """The tiled predictor for ``model`` on ``device`` with ``config``'s tiling, TTA and batch size;
     ``call`` is the network as a callable already on ``device`` (default: prepared here)."""
@@ -234,7 +268,8 @@ def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=N
     tile = config.tile or (CPU_TILE if device.type == "cpu" else model.config.tile)
     batch = config.batch_size or (1 if device.type == "cpu" else GPU_BATCH)
     try:
-        options = InferenceOptions(tile=tile, overlap=config.overlap, tta=tta, batch_size=batch)
+        options = InferenceOptions(tile=tile, overlap=config.overlap, tta=tta, batch_size=batch,
+                                   scale=input_scale(model.config, config.diameter))
     except ValueError as exc:
         raise CellsegError(f"--tile/--overlap/--tta: {exc}") from None
     if model.network is None:
@@ -287,15 +322,13 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     px = info.pixel_size_um
-    settings = FrameSettings(
-        threshold=mc.threshold if config.threshold is None else config.threshold,
-        seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
-        min_size=mc.min_size if config.min_size is None else config.min_size,
-        pixel_size_um=px, save_image=config.save_image, save_probabilities=config.save_probabilities)
+    scale = input_scale(mc, config.diameter)
+    settings = frame_settings(mc, config, px)
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
         "threshold": settings.threshold, "seed_threshold": settings.seed_threshold, "min_size": settings.min_size,
+        "diameter": config.diameter, "scale": round(scale, 4),
         "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
     }
@@ -334,7 +367,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         frames_out.commit()
         zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts))})
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
-                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px)
+                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
+                           scale=scale)
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result

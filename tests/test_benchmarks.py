@@ -83,3 +83,16 @@ def test_calibration_on_few_frames_is_scored_on_the_frames_left_out():
     assert held_out_gains(per_frame, (0.5, 0.5), 1, 0.2) == pytest.approx([0.0, 0.0, 0.0])
     # on frames {0, 1} the pairs tie (0.8 each): the current one stays; scored on what is left
     assert held_out_gains(per_frame, (0.5, 0.5), 2, 0.0) == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_magnification_zooms_image_and_labels_together_and_keeps_label_ids():
+    mod = _load("magnification")
+    labels = np.zeros((40, 60), np.uint16)
+    labels[10:20, 10:30] = 7                    # 10 x 20 px, area 200
+    image = (labels > 0).astype(np.float32) * 100
+    img, lab = mod.zoomed(image, labels, 2.0)
+    assert img.shape == lab.shape == (80, 120) and set(np.unique(lab)) == {0, 7}
+    assert (lab == 7).sum() == 800 and np.array_equal(img > 50, lab > 0)
+    rgb, lab_half = mod.zoomed(np.stack([image] * 3, axis=-1), labels, 0.5)
+    assert rgb.shape == (20, 30, 3) and (lab_half == 7).sum() == 50
+    assert mod.median_diameter([labels]) == pytest.approx(2 * np.sqrt(200 / np.pi))

@@ -87,3 +87,43 @@ def test_cpu_mixed_precision_follows_the_cpu_and_can_be_turned_off(monkeypatch):
     assert autocast_dtype(cpu) == (torch.bfloat16 if cpu_has_bf16() else None)
     monkeypatch.setenv("CELLSEG_CPU_AMP", "0")
     assert autocast_dtype(cpu) is None
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.77, 2.0, 3.1])
+def test_a_rescaled_frame_comes_back_at_its_own_size(scale):
+    # identity model: the output is the input resized by `scale` and back; exact for a constant frame,
+    # within interpolation error (< 0.02 of the range) for a smooth one
+    yy, xx = np.mgrid[:301, :457]
+    smooth = (0.5 + 0.5 * np.sin(yy / 23) * np.cos(xx / 31)).astype(np.float32)
+    for frame, atol in ((np.full((301, 457), 0.3, np.float32), 1e-6), (smooth, 0.02)):
+        out = _predictor(tile=128, scale=scale).predict(frame)
+        assert out.shape == (1, 301, 457)
+        np.testing.assert_allclose(out[0], frame, rtol=0, atol=atol)
+
+
+def test_the_model_sees_the_frame_resized_by_scale_and_tiling_does_not_change_that():
+    seen = []
+
+    def model(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    frame = np.random.default_rng(3).random((100, 150), dtype=np.float32)
+    one_tile = _predictor(model, tile=320, scale=2.0).predict(frame)
+    assert seen == [(320, 320)]   # 200 x 300, padded to one 320 tile
+    tiled = _predictor(tile=64, overlap=0.25, scale=2.0).predict(frame)
+    np.testing.assert_allclose(tiled, one_tile, rtol=0, atol=2e-6)
+
+
+def test_scale_one_is_exactly_the_unscaled_path():
+    frame = np.random.default_rng(4).random((90, 70), dtype=np.float32)
+    net = _conv_model()
+    a = TiledPredictor(net, CPU, InferenceOptions(tile=64)).predict(frame)
+    b = TiledPredictor(net, CPU, InferenceOptions(tile=64, scale=1.0)).predict(frame)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, 0.01, 25.0])
+def test_implausible_scales_are_refused(scale):
+    with pytest.raises(ValueError, match="scale"):
+        InferenceOptions(scale=scale)

@@ -198,3 +198,53 @@ def test_threshold_options_override_the_model_and_are_recorded(env, tmp_path):
     assert result.exit_code == 0, result.output
     attrs = zarr.open_group(tmp_path / "movie.zarr", mode="r").attrs["cellseg"]
     assert (attrs["threshold"], attrs["seed_threshold"], attrs["min_size"]) == (0.4, 0.7, 9)
+
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory) -> Path:
+    """A model folder that records the cell diameter it was trained on (20 px) and a min_size of 40 px."""
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("sized") / "sized"
+    save_model(build("resnet18-fpn", in_channels=1, classes=2),
+               ModelConfig(name="sized", architecture="resnet18-fpn", diameter=20.0, min_size=40), folder, half=True)
+    return folder
+
+
+def test_diameter_resizes_frames_for_the_model_and_labels_come_back_full_size(env, sized, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=2)
+    result = runner.invoke(app, ["segment", str(src), "--model", str(sized), "--device", "cpu", "--tile", "64",
+                                 "--diameter", "40", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scale"] == 0.5
+    root = zarr.open_group(tmp_path / "movie.zarr", mode="r")
+    attrs = root.attrs["cellseg"]
+    # cells twice as wide as the model's: frames halved for it; its 40 px smallest cell is 160 px here
+    assert (attrs["diameter"], attrs["scale"], attrs["min_size"]) == (40.0, 0.5, 160)
+    assert root["labels/cells/0"].shape[-2:] == (96, 128)
+
+
+def test_the_models_own_diameter_changes_nothing(env, sized, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=1)
+    outs = []
+    for i, extra in enumerate(([], ["--diameter", "20"])):
+        out = tmp_path / f"o{i}.zarr"
+        result = runner.invoke(app, ["segment", str(src), "--model", str(sized), "--device", "cpu", "--tile", "64",
+                                     "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        outs.append(zarr.open_group(out, mode="r")["labels/cells/0"][:])
+    assert np.array_equal(*outs)
+
+
+@pytest.mark.parametrize("case", ["unknown", "zero", "far", "baseline"])
+def test_a_diameter_that_cannot_apply_is_one_line(env, sized, tmp_path, case):
+    src = _stack(tmp_path / "m.tif", frames=1)
+    model, value = {"unknown": ("tiny", "30"), "zero": (str(sized), "0"), "far": (str(sized), "1000"),
+                    "baseline": ("phantast", "30")}[case]
+    result = runner.invoke(app, ["segment", str(src), "--model", model, "--device", "cpu", "--diameter", value])
+    assert result.exit_code == 1, result.output
+    line = _error_line(result)
+    assert {"unknown": "records no training cell diameter", "zero": "positive", "far": "trained on cells 20 px",
+            "baseline": "network models"}[case] in line
+    assert _leftovers(tmp_path) == []

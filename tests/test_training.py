@@ -220,9 +220,22 @@ def test_fine_tuned_model_takes_its_smallest_cell_from_the_new_annotations(tmp_p
     root = _annotations(tmp_path / "ann", n=3)
     train(root, tmp_path / "big", _config(calibrate=False), device=CPU)
     config = read_config(tmp_path / "big")
-    write_config(tmp_path / "big", dataclasses.replace(config, min_size=5000))  # made for huge cells
+    write_config(tmp_path / "big", dataclasses.replace(config, min_size=5000, diameter=300.0))  # for huge cells
     train(root, tmp_path / "small", _config(init=str(tmp_path / "big"), calibrate=False), device=CPU)
-    assert 30 < load_model(tmp_path / "small").config.min_size < 160  # the disks here have radius 5..10 px
+    small = load_model(tmp_path / "small").config
+    assert 30 < small.min_size < 160  # the disks here have radius 5..10 px
+    assert 10 <= small.diameter <= 20 and small.diameter == config.diameter
+
+
+def test_cell_diameter_is_the_median_equivalent_diameter_of_the_annotated_cells():
+    from cellsegcli.training.data import Sample, cell_diameter
+
+    labels = np.zeros((60, 200), np.int32)
+    for i, side in enumerate([4, 10, 10, 10, 30]):   # squares: areas 16, 100, 100, 100, 900
+        labels[:side, 40 * i:40 * i + side] = i + 1
+    sample = Sample("s", np.zeros((60, 200), np.float32), np.zeros((2, 60, 200), np.float32), labels)
+    assert cell_diameter([sample]) == round(2 * np.sqrt(100 / np.pi), 1) == 11.3
+    assert cell_diameter([dataclasses.replace(sample, labels=np.zeros_like(labels))]) == 0.0
 
 
 def test_split_keeps_named_images_in_validation_but_leaves_one_to_train_on(tmp_path):

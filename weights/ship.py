@@ -4,10 +4,10 @@
     python weights/ship.py nuclei RUN_DIR DATA
 
 Copies the best checkpoint (``model.safetensors``, fp16), ``history.csv`` and ``curves.png``; sets
-``min_size`` by the rule ``cellseg train`` applies (half the 1st percentile of the annotated cell areas of
-the training split), so a model fine-tuned from one without it gets it too; calibrates the cell and seed
-thresholds on the run's validation split (the images its config.json names, ``cellsegcli.calibrate``,
-TTA none); and writes paths relative to the project (``../shared/data/...``) into the provenance.
+``min_size`` and ``diameter`` by the rules ``cellseg train`` applies (half the 1st percentile of the annotated
+cell areas of the training split; their median equivalent diameter), so a model fine-tuned from one without
+them gets them too; calibrates the cell and seed thresholds on the run's validation split (the images its
+config.json names, ``cellsegcli.calibrate``, TTA none); and writes paths relative to the project (``../shared/data/...``) into the provenance.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from cellsegcli.calibrate import apply, calibrate_samples
 from cellsegcli.models import load_model, read_config, write_config
-from cellsegcli.training.data import load_sample, suggest_min_size
+from cellsegcli.training.data import cell_diameter, load_sample, suggest_min_size
 from cellsegcli.training.loop import split_pairs
 
 HERE = Path(__file__).resolve().parent
@@ -67,17 +67,18 @@ def main() -> None:
     config = read_config(dst)
     train_pairs, val_pairs = run_split(args.data, config.training["val_names"])
     percentiles = config.percentiles
-    min_size = suggest_min_size([load_sample(p, percentiles=percentiles) for p in train_pairs])
+    train_samples = [load_sample(p, percentiles=percentiles) for p in train_pairs]
+    min_size, diameter = suggest_min_size(train_samples), cell_diameter(train_samples)
     training = _relative({**config.training,
                           "min_size_rule": "half the 1st percentile of annotated cell areas (training set)"})
-    write_config(dst, dataclasses.replace(config, name=args.name, min_size=min_size,
+    write_config(dst, dataclasses.replace(config, name=args.name, min_size=min_size, diameter=diameter,
                                           description=DESCRIPTIONS.get(args.name, config.description),
                                           training=training))
     model = load_model(dst)
     samples = [load_sample(p, percentiles=percentiles) for p in val_pairs]
     result = calibrate_samples(model, samples, torch.device("cpu"))
     apply(dst, result)
-    print(json.dumps({"model": args.name, "min_size": min_size, "calibration": result.record()}, indent=1))
+    print(json.dumps({"model": args.name, "min_size": min_size, "diameter": diameter, "calibration": result.record()}, indent=1))
 
 
 if __name__ == "__main__":

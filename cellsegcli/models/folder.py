@@ -36,6 +36,7 @@ class ModelConfig:
     threshold: float = 0.5                            # cell probability threshold
     seed_threshold: float = 0.5                       # interior probability threshold (seeds)
     min_size: int = 0                                 # smallest cell kept, in pixels
+    diameter: float = 0.0                             # median cell diameter of the training annotations, px (0: unknown)
     tile: int = 512                                   # tile size the model runs best at
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, command, scores, version

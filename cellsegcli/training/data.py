@@ -217,8 +217,19 @@ def fingerprint(pairs: list[Pair]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _cell_areas(samples: list[Sample]) -> np.ndarray:
+    areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples] or [np.zeros(0, np.int64)])
+    return areas[areas > 0]
+
+
 def suggest_min_size(samples: list[Sample]) -> int:
     """Smallest cell to keep at inference: half the 1st percentile of the annotated cell areas (pixels)."""
-    areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples] or [np.zeros(0, np.int64)])
-    areas = areas[areas > 0]
+    areas = _cell_areas(samples)
     return int(0.5 * np.percentile(areas, 1)) if len(areas) else 0
+
+
+def cell_diameter(samples: list[Sample]) -> float:
+    """The median equivalent diameter (2 sqrt(area / pi)) of the annotated cells, in pixels (0: no cells):
+    the cell size a model trained on ``samples`` expects, which ``segment --diameter`` rescales frames to."""
+    areas = _cell_areas(samples)
+    return round(float(np.median(2 * np.sqrt(areas / np.pi))), 1) if len(areas) else 0.0

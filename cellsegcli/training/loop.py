@@ -32,7 +32,7 @@ from ..io.atomic import os_error_message
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
 from .augment import Augmentation, random_crop
-from .data import Sample, find_pairs, fingerprint, load_sample, suggest_min_size
+from .data import Sample, cell_diameter, find_pairs, fingerprint, load_sample, suggest_min_size
 from .early_stopping import EarlyStopping
 from .loss import bce_dice_loss
 
@@ -310,6 +310,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     # the smallest cell to keep is a property of these annotations, not of the network: a model
     # fine-tuned from one made for large cells must not erase the small cells it was taught
     min_size = suggest_min_size(train_samples)
+    diameter = cell_diameter(train_samples)
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
@@ -360,7 +361,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
                     threshold=started_from.threshold if started_from else 0.5,
                     seed_threshold=started_from.seed_threshold if started_from else 0.5,
-                    min_size=min_size,
+                    min_size=min_size, diameter=diameter,
                     training=provenance,
                     description=started_from.description if started_from else "",
                 )
