@@ -102,30 +102,34 @@ class Calibration:
     settings: list[Setting]
     n_frames: int
     tta: str
+    diameter: float | None = None   # the --diameter the frames were segmented with (None: as given)
 
     def record(self) -> dict:
         """What a model's provenance keeps of the calibration."""
-        return {"frames": self.n_frames, "tta": self.tta, "objective": "mean of pixel Jaccard and F1@0.5",
-                "margin": MARGIN, "before": self.current.as_dict(), "after": self.chosen.as_dict()}
+        return {"frames": self.n_frames, "tta": self.tta, "diameter": self.diameter,
+                "objective": "mean of pixel Jaccard and F1@0.5", "margin": MARGIN,
+                "before": self.current.as_dict(), "after": self.chosen.as_dict()}
 
 
-def calibrate_samples(model, samples, device, *, tta: str = "none",
+def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: float | None = None,
                       progress: Callable[..., None] | None = None) -> Calibration:
     """Choose ``model``'s thresholds on annotated samples (``training.data.Sample``), with its
-    probabilities computed as ``cellseg segment`` computes them on ``device``."""
-    from .pipeline import SegmentConfig, make_predictor
+    probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``."""
+    from .pipeline import SegmentConfig, frame_settings, make_predictor
 
     config = model.config
-    predictor, _ = make_predictor(model, device, SegmentConfig(tta=tta))
+    segment = SegmentConfig(tta=tta, diameter=diameter)
+    predictor, _ = make_predictor(model, device, segment)
     maps = list(predictor.predict_stream(s.image for s in samples))
     truths = [s.labels for s in samples]
     binary = len(config.outputs) == 1   # sweep() then tries the cell threshold only
-    settings = sweep(maps, truths, min_size=config.min_size, thresholds=sorted({*THRESHOLDS, config.threshold}),
+    min_size = frame_settings(config, segment).min_size
+    settings = sweep(maps, truths, min_size=min_size, thresholds=sorted({*THRESHOLDS, config.threshold}),
                      seed_thresholds=sorted({*SEED_THRESHOLDS, config.seed_threshold}), progress=progress)
     current = next(s for s in settings if s.threshold == config.threshold
                    and (binary or s.seed_threshold == config.seed_threshold))
     chosen = best(settings, (current.threshold, current.seed_threshold), margin=MARGIN)
-    return Calibration(chosen, current, settings, len(samples), tta)
+    return Calibration(chosen, current, settings, len(samples), tta, diameter)
 
 
 def apply(folder, calibration: Calibration):
@@ -142,8 +146,8 @@ def apply(folder, calibration: Calibration):
     return new
 
 
-def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=None, write: bool = True,
-                     progress: Callable[..., None] | None = None) -> Calibration:
+def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diameter: float | None = None,
+                     out=None, write: bool = True, progress: Callable[..., None] | None = None) -> Calibration:
     """Calibrate a model on every annotated pair in ``annotations`` (images/ + masks/, or name_masks).
 
     Writes the thresholds into ``out`` (a copy of the model folder) or, without ``out``, into the model
@@ -167,7 +171,7 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", out=
         raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
     model = load_model(folder)
     samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
-    result = calibrate_samples(model, samples, device, tta=tta, progress=progress)
+    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, progress=progress)
     if write:
         target = Path(out) if out is not None else folder
         if out is not None and target.exists() and any(target.iterdir()):

@@ -353,6 +353,8 @@ def calibrate_cli(
     tta: Annotated[TTA, typer.Option("--tta", help="TTA used while calibrating (use the one you segment with; "
                    "auto: d4 on GPU, none on CPU).")] = TTA.auto,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the chosen thresholds, write nothing.")] = False,
+    diameter: Annotated[Optional[float], typer.Option("--diameter", help="Typical cell diameter in these frames, "
+                        "in pixels, as you will pass it to segment.")] = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -367,8 +369,8 @@ def calibrate_cli(
 
         dev = resolve_device(device)
         with console.progress("calibrate", unit="settings", quiet=as_json) as report:
-            result = calibrate_folder(model, annotations, dev, tta=resolve_tta(tta.value, dev), out=out,
-                                      write=not dry_run, progress=report)
+            result = calibrate_folder(model, annotations, dev, tta=resolve_tta(tta.value, dev), diameter=diameter,
+                                      out=out, write=not dry_run, progress=report)
         record = result.record()
         if as_json:
             console.print_json(record)

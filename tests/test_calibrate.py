@@ -158,3 +158,26 @@ def test_calibrate_cli_updates_a_model_folder_in_place(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     assert config["threshold"] == record["after"]["threshold"]
     assert config["training"]["calibration"]["frames"] == 2
+
+
+def test_calibrate_with_diameter_segments_as_segment_would_and_records_it(tmp_path):
+    import dataclasses
+
+    from cellsegcli.models.folder import read_config, write_config
+
+    weights, ann = _model_and_annotations(tmp_path)
+    folder = weights / "tiny"
+    no_size = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--dry-run",
+                                  "--diameter", "20"])
+    assert no_size.exit_code == 1 and "records no training cell diameter" in no_size.output
+    write_config(folder, dataclasses.replace(read_config(folder), diameter=20.0))
+    records = {}
+    for d in (None, "20", "40"):
+        result = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--dry-run", "--json",
+                                     *(["--diameter", d] if d else [])])
+        assert result.exit_code == 0, result.output
+        records[d] = json.loads(result.stdout)
+    assert records["40"]["diameter"] == 40.0 and records[None]["diameter"] is None
+    # the model's own diameter resizes nothing: the very same scores; twice it halves the frames first
+    assert records["20"]["before"] == records[None]["before"]
+    assert records["40"]["before"] != records[None]["before"]
