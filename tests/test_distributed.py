@@ -35,6 +35,18 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def sized_dir(tmp_path_factory) -> Path:
+    """The same network, recording a training cell diameter of 10 px and a smallest cell of 20 px."""
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("weights") / "sized"
+    save_model(build("resnet18-fpn", in_channels=1, classes=2),
+               ModelConfig(name="sized", architecture="resnet18-fpn", diameter=10.0, min_size=20), folder, half=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def client():
     with connect("local:2") as c:
         yield c
@@ -55,19 +67,23 @@ def _disks(path: Path, frames: int = 7, nan_frame: int | None = None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["tiny", "phantast"])
-def test_dask_workers_give_the_same_outputs_as_one_process(tmp_path, model_dir, client, model):
+@pytest.mark.parametrize("model", ["tiny", "sized", "phantast"])
+def test_dask_workers_give_the_same_outputs_as_one_process(tmp_path, model_dir, sized_dir, client, model):
     src = _disks(tmp_path / "movie.tif")
-    config = pipeline.SegmentConfig(model=str(model_dir) if model == "tiny" else model, device="cpu", tile=64,
-                                    save_probabilities=model == "tiny")
+    network = model in ("tiny", "sized")
+    spec = {"tiny": str(model_dir), "sized": str(sized_dir)}.get(model, model)
+    config = pipeline.SegmentConfig(model=spec, device="cpu", tile=64, save_probabilities=network,
+                                    diameter=15.0 if model == "sized" else None)   # frames resized by 2/3
     here = pipeline.segment(src, config, out=tmp_path / "here")
     there = pipeline.segment(src, config, out=tmp_path / "there", scheduler=client, frames_per_task=2)
     assert there.cells_per_frame == here.cells_per_frame and there.device.startswith("dask ")
     a = zarr.open_group(tmp_path / "here" / "movie.zarr", mode="r")
     b = zarr.open_group(tmp_path / "there" / "movie.zarr", mode="r")
-    for key in ["0", "labels/cells/0"] + (["probabilities/0"] if model == "tiny" else []):
+    for key in ["0", "labels/cells/0"] + (["probabilities/0"] if network else []):
         np.testing.assert_array_equal(a[key][:], b[key][:])
     assert b.attrs["cellseg"]["complete"] is True
+    if model == "sized":   # the model's 20 px smallest cell is 20 / (2/3)^2 = 45 px of these frames
+        assert (b.attrs["cellseg"]["scale"], b.attrs["cellseg"]["min_size"]) == (0.6667, 45)
     for table in ("movie.cells.csv", "movie.frames.csv"):
         assert (tmp_path / "there" / table).read_text() == (tmp_path / "here" / table).read_text()
     assert sorted(p.name for p in (tmp_path / "there").iterdir()) == ["movie.cells.csv", "movie.frames.csv",
