@@ -33,8 +33,8 @@ class InferenceOptions:
 
     def __post_init__(self) -> None:
         _tta.transforms(self.tta)
-        if not 0.05 <= self.scale <= 20:
-            raise ValueError(f"scale {self.scale:g} is outside 0.05-20")
+        if not 0.1 <= self.scale <= 10:
+            raise ValueError(f"scale {self.scale:g} is outside 0.1-10")
         make_grid((self.tile, self.tile), tile=self.tile, overlap=self.overlap)  # validates tile and overlap
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")

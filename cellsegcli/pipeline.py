@@ -252,9 +252,9 @@ def input_scale(model_config, diameter: float | None) -> float:
         raise CellsegError(f"model '{model_config.name}' records no training cell diameter; retrain it with this "
                            f"cellseg, or add \"diameter\" (pixels) to its config.json")
     scale = model_config.diameter / diameter
-    if not 0.05 <= scale <= 20:
+    if not 0.1 <= scale <= 10:
         raise CellsegError(f"--diameter {diameter:g}: model '{model_config.name}' was trained on cells "
-                           f"{model_config.diameter:g} px across; more than 20x from that is out of its reach")
+                           f"{model_config.diameter:g} px across; a factor over 10 from that is out of its reach")
     return scale
 
 
