@@ -41,3 +41,14 @@ def test_phase_model_on_cells_imaged_twice_as_large_needs_and_heeds_diameter(sha
     assert heeded["jaccard"] > native["jaccard"] - 0.02 and heeded["f1"] > native["f1"] - 0.05
     # as given, the model cuts the large cells into pieces (measured: F1 0.65 against 0.91, Jaccard 0.785 / 0.827)
     assert as_given["f1"] < heeded["f1"] - 0.15 and as_given["jaccard"] < heeded["jaccard"] - 0.02
+
+
+def test_the_phase_models_training_folder_is_rebuilt_with_its_recorded_fingerprint(shared_data, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("phase_data", Path(__file__).parents[1] / "weights" / "phase_data.py")
+    phase_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phase_data)
+    found = phase_data.make(tmp_path / "phase-data", shared_data / "usiigaci-phase")
+    assert found == load_model("phase").config.training["data_fingerprint"] == phase_data.FINGERPRINT
