@@ -5,8 +5,8 @@ The predictor is a plain callable ``model(x) -> y`` on ``(B, C, t, t)`` tensors 
 from consecutive frames share batches; each output is activated (sigmoid by default), its transform undone
 and accumulated with Gaussian weights on the device, and a frame is yielded, in order, once all its jobs
 are done. With ``scale`` != 1 a frame is first resized (so its cells have the size the model was trained
-on) and its blended output resized back to the frame's own shape. At most about ``batch_size`` jobs plus one frame beyond are in flight, so memory does not
-depend on the stack's length.
+on) and its blended output resized back to the frame's own shape. At most about ``batch_size`` jobs plus
+one frame beyond are in flight, so memory does not depend on the stack's length.
 """
 
 from __future__ import annotations
