@@ -125,6 +125,8 @@ def train_cli(
     sampling: Annotated[Sampling, typer.Option("--sampling", help="Which image each crop comes from: area draws "
                         "in proportion to image size, image draws every image equally (for mixed sizes scored "
                         "per image).")] = "area",
+    ema: Annotated[Optional[float], typer.Option("--ema", help="Validate and save a moving average of the "
+                   "weights with this decay per step (e.g. 0.999: about the last 1000 steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     crop: Annotated[int, typer.Option("--crop", help="Training crop size (multiple of 32).")] = 256,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
@@ -158,7 +160,7 @@ def train_cli(
             imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
-            calibrate=calibrate, sampling=Sampling(sampling).value,
+            calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")

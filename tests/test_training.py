@@ -378,13 +378,16 @@ def test_train_cli_json_summary(tmp_path):
     root = _annotations(tmp_path / "ann", n=3, layout="cellpose")
     result = runner.invoke(app, ["train", str(root), "-o", str(tmp_path / "m"), "--arch", "resnet18-fpn", "--epochs",
                                  "1", "--crop", "64", "--batch-size", "2", "--steps-per-epoch", "1", "--device", "cpu",
-                                 "--sampling", "image", "--json"])
+                                 "--sampling", "image", "--ema", "0.99", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["epochs_run"] == 1 and summary["n_train"] + summary["n_val"] == 3
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["training"]["command"].startswith("cellseg train")
     assert config["training"]["sampling"] == "image" and "--sampling image" in config["training"]["command"]
+    assert config["training"]["ema"] == 0.99
+    bad = runner.invoke(app, ["train", str(root), "-o", str(tmp_path / "m2"), "--ema", "1.5", "--device", "cpu"])
+    assert bad.exit_code == 1 and "--ema 1.5" in bad.stderr and not (tmp_path / "m2").exists()
 
 
 def test_fine_tuning_the_default_model_on_the_example_movie(tmp_path):
@@ -415,3 +418,54 @@ def test_one_epoch_on_real_crops_gives_a_loadable_model(shared_data, tmp_path):
     train(root, tmp_path / "m", _config(architecture="resnet18-unet"), device=CPU)
     model = load_model(tmp_path / "m")
     assert model.config.outputs == ("cell", "interior")
+
+
+def test_weight_average_is_the_warmed_up_exponential_average_of_every_step():
+    from cellsegcli.training.ema import WeightAverage, ema_decay
+
+    assert [ema_decay(t, 0.9) for t in (1, 2, 8, 100)] == pytest.approx([2 / 11, 3 / 12, 0.5, 0.9])
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(net, 0.9)
+    expected = {k: v.double().clone() for k, v in net.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 30):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=gen))
+        net.train()(torch.randn(4, 3, generator=gen))      # moves BatchNorm's running statistics
+        avg.update(net)
+        d = ema_decay(step, 0.9)
+        for k, v in net.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v.double() if v.is_floating_point() else v.double()
+    for k, v in avg.module.state_dict().items():
+        assert torch.allclose(v.double(), expected[k], atol=1e-5), k
+    assert avg.module.state_dict()["1.num_batches_tracked"] == 29
+    assert not any(p.requires_grad for p in avg.module.parameters())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(net, 1.0)
+
+
+def test_ema_run_saves_the_average_and_resumes_it_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    root = _annotations(tmp_path / "ann", n=3)
+    cfg = _config(epochs=2, ema=0.99, patience=5, calibrate=False)
+    train(root, tmp_path / "straight", cfg, device=CPU)
+    train(root, tmp_path / "resumed", dataclasses.replace(cfg, epochs=1), device=CPU)
+    for name, copy in (("last.pt", "one.pt"), ("model.safetensors", "one.safetensors")):
+        (tmp_path / "resumed" / copy).write_bytes((tmp_path / "resumed" / name).read_bytes())
+    train(root, tmp_path / "resumed", cfg, device=CPU, resume=True)
+    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert a["ema"]["steps"] == b["ema"]["steps"] == 4
+    for k in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]), k
+    # after one epoch (always the best so far) the saved weights are the average, not the trained network
+    one = torch.load(tmp_path / "resumed" / "one.pt", weights_only=True)
+    saved = load_file(tmp_path / "resumed" / "one.safetensors")
+    assert all(torch.equal(saved[k], v.half() if v.is_floating_point() else v) for k, v in one["ema"]["module"].items())
+    assert not all(torch.equal(saved[k], one["network"][k].half()) for k in saved if saved[k].is_floating_point())
+    assert load_model(tmp_path / "straight").config.training["ema"] == 0.99
+    with pytest.raises(CellsegError, match="trained with --ema 0.99; resume it with the same --ema"):
+        train(root, tmp_path / "straight", dataclasses.replace(cfg, epochs=3, ema=None), device=CPU, resume=True)
+    with pytest.raises(CellsegError, match="--ema 1.5"):
+        _config(ema=1.5)

@@ -34,6 +34,7 @@ from ..models.imagenet import load_imagenet_encoder
 from .augment import Augmentation, random_crop
 from .data import Sample, cell_diameter, find_pairs, fingerprint, load_sample, suggest_min_size
 from .early_stopping import EarlyStopping
+from .ema import WeightAverage
 from .loss import bce_dice_loss
 
 LAST = "last.pt"
@@ -63,6 +64,7 @@ class TrainConfig:
     schedule: str = "plateau"           # plateau: halve the lr when val loss stalls; cosine: decay to 0 at --epochs
     sampling: str = "area"              # area: crops drawn from images in proportion to size; image: equally
     calibrate: bool = True              # choose the post-processing thresholds on the validation frames
+    ema: float | None = None            # decay of an average of the weights, validated and saved instead
 
     def __post_init__(self) -> None:
         if self.crop % 32:
@@ -71,6 +73,8 @@ class TrainConfig:
             raise CellsegError(f"--schedule {self.schedule}: expected plateau or cosine")
         if self.sampling not in ("area", "image"):
             raise CellsegError(f"--sampling {self.sampling}: expected area or image")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise CellsegError(f"--ema {self.ema:g}: the decay must be between 0 and 1 (e.g. 0.999)")
         if not 0 < self.val_fraction < 1:
             raise CellsegError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
         for opt, value in (("--epochs", self.epochs), ("--patience", self.patience), ("--batch-size", self.batch_size)):
@@ -173,7 +177,8 @@ def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augm
 
 
 def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
-                    progress: Callable[..., None] | None = None, total: int = 0) -> float:
+                    progress: Callable[..., None] | None = None, total: int = 0,
+                    ema: WeightAverage | None = None) -> float:
     network.train()
     amp = autocast_dtype(device)
     losses = []
@@ -186,6 +191,8 @@ def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batche
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update(network)
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(step, total, loss=losses[-1])
@@ -228,11 +235,16 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
 
 
-def _restore(path: Path, network, optimizer, scheduler, stopper, gen) -> tuple[list[dict], int]:
+def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None) -> tuple[list[dict], int]:
     """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
     if not path.is_file():
         raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if (ema is None) != ("ema" not in state):
+        was = f"with --ema {state['ema']['decay']:g}" if "ema" in state else "without --ema"
+        raise CellsegError(f"{path}: this run was trained {was}; resume it with the same --ema option")
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     network.load_state_dict(state["network"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -242,7 +254,7 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen) -> tuple[l
     return json.loads(state["history"]), int(state["epoch"])
 
 
-def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history) -> None:
+def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None) -> None:
     state = {
         "epoch": epoch,
         "network": network.state_dict(),
@@ -253,6 +265,8 @@ def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, h
         "torch_rng": torch.get_rng_state(),
         "history": json.dumps(history),
     }
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     tmp = path.with_suffix(".partial")
     with open(tmp, "wb") as f:  # a Python file, so a full disk raises OSError (not torch's RuntimeError)
         torch.save(state, f)
@@ -316,11 +330,13 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scheduler = _scheduler(optimizer, config)
     stopper = EarlyStopping(config.patience)
+    ema = WeightAverage(network, config.ema) if config.ema is not None else None
+    validated_network = ema.module if ema is not None else network   # what is validated and saved
     history: list[dict] = []
     start = 0
     last = out / LAST
     if resume:
-        history, start = _restore(last, network, optimizer, scheduler, stopper, gen)
+        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema)
     elif last.exists():
         raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
     out.mkdir(parents=True, exist_ok=True)
@@ -334,8 +350,9 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         t0 = time.monotonic()
         batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
                            config.sampling)
-        train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps)
-        val_loss, val_jaccard = evaluate(network, val_samples, device=device)
+        train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps,
+                                     ema=ema)
+        val_loss, val_jaccard = evaluate(validated_network, val_samples, device=device)
         scheduler.step(val_loss) if config.schedule == "plateau" else scheduler.step()
         improved, stop, reason = stopper.update(val_loss, epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -350,7 +367,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
                     "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
-                    "sampling": config.sampling, "steps_per_epoch": steps,
+                    "sampling": config.sampling, "ema": config.ema, "steps_per_epoch": steps,
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -365,8 +382,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     training=provenance,
                     description=started_from.description if started_from else "",
                 )
-                save_model(network, model_config, out, half=True)
-            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history)
+                save_model(validated_network, model_config, out, half=True)
+            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema)
             write_history(out, history)
         saved_epoch = epoch
         if on_epoch is not None:
