@@ -96,3 +96,18 @@ def test_magnification_zooms_image_and_labels_together_and_keeps_label_ids():
     rgb, lab_half = mod.zoomed(np.stack([image] * 3, axis=-1), labels, 0.5)
     assert rgb.shape == (20, 30, 3) and (lab_half == 7).sum() == 50
     assert mod.median_diameter([labels]) == pytest.approx(2 * np.sqrt(200 / np.pi))
+
+
+def test_robustness_perturbations_act_on_raw_intensities():
+    robustness = _load("robustness")
+    image = np.tile(np.linspace(100, 1100, 1001, dtype=np.float32), (3, 1))
+    lo, hi = np.percentile(image, (0.1, 99.9))
+    g = robustness.gamma(image, 2.0)
+    assert g.min() == pytest.approx(lo) and g.max() == pytest.approx(hi)
+    assert image[0, 500] == pytest.approx((lo + hi) / 2)  # halfway up the range: 0.5 ** 2 of the way after it
+    assert g[0, 500] == pytest.approx(lo + 0.25 * (hi - lo), rel=1e-4)
+    r = robustness.ramp(np.ones((2, 5), np.float32), 0.5)
+    assert np.allclose(r, [[0.5, 0.75, 1.0, 1.25, 1.5]] * 2)
+    p = robustness.perturbations()
+    assert list(p)[0] == "none" and p["none"](image) is image
+    assert all(p[n](image).shape == image.shape for n in p)
