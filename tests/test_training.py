@@ -77,7 +77,7 @@ def test_augmented_image_and_targets_stay_aligned():
     _, labels = _disks_image(rng, 128)
     fg = (labels > 0).astype(np.float32)
     stack = torch.from_numpy(np.stack([fg, fg, fg]))
-    aug = Augmentation(contrast=(1, 1), brightness=0, noise=0)
+    aug = Augmentation().geometric()
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
         crop = random_crop(stack, 64, aug, gen)
@@ -469,3 +469,26 @@ def test_ema_run_saves_the_average_and_resumes_it_exactly(tmp_path):
         train(root, tmp_path / "straight", dataclasses.replace(cfg, epochs=3, ema=None), device=CPU, resume=True)
     with pytest.raises(CellsegError, match="--ema 1.5"):
         _config(ema=1.5)
+
+
+def test_intensity_transforms_of_the_augmentation():
+    from scipy import ndimage as ndi
+
+    from cellsegcli.training.augment import gamma_curve, gaussian_blur, illumination_field, jitter_intensity
+
+    x = torch.tensor([[[-0.2, 0.05, 0.3, 0.8]]])
+    assert torch.allclose(gamma_curve(x, 2.0), torch.tensor([[[-0.2, -0.2 + 1 * 0.0625, 0.05, 0.8]]]))
+    assert torch.equal(gamma_curve(torch.full((1, 4, 4), 0.3), 2.0), torch.full((1, 4, 4), 0.3))
+    img = torch.from_numpy(np.random.default_rng(0).random((2, 40, 50), dtype=np.float32))
+    for sigma in (0.5, 1.0, 2.0):
+        expected = ndi.gaussian_filter(img.numpy(), (0, sigma, sigma), mode="mirror", truncate=3.0)
+        assert np.allclose(gaussian_blur(img, sigma).numpy(), expected, atol=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    field = illumination_field((64, 80), 0.15, gen)
+    assert field.shape == (64, 80) and field.min() > 0
+    assert float(field.diff(dim=1).abs().max()) < 0.02          # smooth: no step between neighbours
+    assert torch.equal(illumination_field((8, 8), 0.0, gen), torch.ones(8, 8))
+    assert torch.equal(jitter_intensity(img[:1], Augmentation.off(), gen), img[:1])
+    g = Augmentation().geometric()  # the geometry stays, every intensity transform goes
+    assert (g.rotate, g.scale, g.elastic_alpha) == (True, Augmentation().scale, Augmentation().elastic_alpha)
+    assert (g.contrast, g.brightness, g.noise, g.gamma_p, g.blur_p, g.illumination_p) == ((1.0, 1.0), 0, 0, 0, 0, 0)

@@ -10,6 +10,7 @@ Model folder after training::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -368,6 +369,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
                     "sampling": config.sampling, "ema": config.ema, "steps_per_epoch": steps,
+                    "augment": dataclasses.asdict(config.augment),
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
