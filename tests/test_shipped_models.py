@@ -39,8 +39,9 @@ def test_phase_model_on_cells_imaged_twice_as_large_needs_and_heeds_diameter(sha
     as_given = frame_scores(_segment(model, big, None), big_truth)
     heeded = frame_scores(_segment(model, big, 2 * model.config.diameter), big_truth)
     assert heeded["jaccard"] > native["jaccard"] - 0.02 and heeded["f1"] > native["f1"] - 0.05
-    # as given, the model cuts the large cells into pieces (measured: F1 0.65 against 0.91, Jaccard 0.785 / 0.827)
-    assert as_given["f1"] < heeded["f1"] - 0.15 and as_given["jaccard"] < heeded["jaccard"] - 0.02
+    # as given, the model cuts the large cells into pieces (measured: F1 0.74 against 0.97, Jaccard 0.813 / 0.829;
+    # the model before blur augmentation lost more pixels too: F1 0.65 / 0.91, Jaccard 0.785 / 0.827)
+    assert as_given["f1"] < heeded["f1"] - 0.15 and as_given["jaccard"] < heeded["jaccard"] - 0.01
 
 
 def test_the_phase_models_training_folder_is_rebuilt_with_its_recorded_fingerprint(shared_data, tmp_path):
