@@ -26,7 +26,7 @@ from cellsegcli.normalize import to_grey
 from cellsegcli.training.data import mask_to_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scores import add_selection_options, network_segmenter, select_pairs  # noqa: E402
+from scores import add_selection_options, network_segmenter, run, select_pairs  # noqa: E402
 
 
 def gamma(image: np.ndarray, g: float) -> np.ndarray:
@@ -69,14 +69,13 @@ def main() -> None:
         raise SystemExit(f"{args.annotations}: no annotated images selected")
     device = resolve_device(args.device)
     names = list(perturbations())
+    data = [(to_grey(p.read_image()).astype(np.float32), mask_to_labels(p.read_mask())) for p in pairs]
     table = {}
     for spec in args.model:
         _, _, segment = network_segmenter(spec, tta=args.tta, device=device)
         rows = {n: [] for n in names}
-        for pair in pairs:
-            raw = to_grey(pair.read_image()).astype(np.float32)
-            gt = mask_to_labels(pair.read_mask())
-            for n, f in perturbations().items():
+        for raw, gt in data:
+            for n, f in perturbations().items():  # a fresh noise generator per image: every model sees the same
                 rows[n].append(frame_scores(segment(f(raw))[0], gt))
         table[spec] = {n: summarize(r) for n, r in rows.items()}
         print(f"  {spec}: done", file=sys.stderr)
@@ -89,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
