@@ -46,7 +46,7 @@ class Setting:
                 "objective": round(self.objective, 5)}
 
 
-def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size: int = 0,
+def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size: int = 0, holes: bool = False,
           thresholds: Iterable[float] = THRESHOLDS, seed_thresholds: Iterable[float] = SEED_THRESHOLDS,
           progress: Callable[..., None] | None = None) -> list[Setting]:
     """Mean scores of every threshold pair over annotated frames.
@@ -73,7 +73,7 @@ def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size:
             rows = []
             for prob, gt in zip(maps, truths, strict=True):
                 labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=t,
-                                         seed_threshold=s, min_size=min_size)
+                                         seed_threshold=s, min_size=min_size, holes=holes)
                 rows.append(frame_scores(labels, gt))
             settings.append(Setting(t, s, *(float(np.mean([r[k] for r in rows]))
                                             for k in ("jaccard", "f1", "mean_ap"))))
@@ -124,7 +124,7 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     truths = [s.labels for s in samples]
     binary = len(config.outputs) == 1   # sweep() then tries the cell threshold only
     min_size = frame_settings(config, segment).min_size
-    settings = sweep(maps, truths, min_size=min_size, thresholds=sorted({*THRESHOLDS, config.threshold}),
+    settings = sweep(maps, truths, min_size=min_size, holes=config.holes, thresholds=sorted({*THRESHOLDS, config.threshold}),
                      seed_thresholds=sorted({*SEED_THRESHOLDS, config.seed_threshold}), progress=progress)
     current = next(s for s in settings if s.threshold == config.threshold
                    and (binary or s.seed_threshold == config.seed_threshold))

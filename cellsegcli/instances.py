@@ -25,7 +25,7 @@ from skimage.measure import label as _label
 from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
-__all__ = ["clean_instances", "interior_target", "label_instances"]
+__all__ = ["clean_instances", "fill_holes", "interior_target", "label_instances"]
 
 
 def label_instances(
@@ -37,6 +37,7 @@ def label_instances(
     min_size: int = 0,
     min_seed_size: int = 16,
     cell_radius: float | None = None,
+    holes: bool = False,
 ) -> np.ndarray:
     """Split a foreground probability map into cell instances.
 
@@ -63,6 +64,10 @@ def label_instances(
         smoothing (sigma = 0.15 r) and the depth (h = 0.15 r) a maximum of the distance transform needs
         to seed a cell. Default: the median, over the mask's connected components, of the largest
         inscribed radius.
+    holes : bool
+        Keep holes in instances. By default whatever an instance encloses (background where the
+        foreground map dips, at nucleoli say, or small instances seeded there) becomes part of it
+        (:func:`fill_holes`); models trained on annotations with holes set ``holes`` in their config.
 
     Returns
     -------
@@ -83,8 +88,51 @@ def label_instances(
         labels = _distance_watershed(mask, cell_radius)
     orphans = _label(mask & (labels == 0), connectivity=2)
     labels = np.where(orphans > 0, orphans + labels.max(), labels)
+    if not holes:
+        labels = fill_holes(labels)
     labels = _drop_small(labels, min_size)
     return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
+
+
+def fill_holes(labels: np.ndarray) -> np.ndarray:
+    """Each instance takes what it encloses: background holes and instances lying wholly inside it.
+
+    Parameters
+    ----------
+    labels : (Y, X) integer array
+        Instance labels, 0 is background.
+
+    Returns
+    -------
+    (Y, X) array of the same dtype
+        A copy in which every pixel enclosed by one instance (not 4-connected to the outside without
+        crossing it) carries that instance's id; an instance swallowed this way disappears.
+    """
+    out = np.array(labels, copy=True)
+    for i, box in enumerate(ndi.find_objects(out), start=1):
+        if box is None:
+            continue
+        own = out[box] == i   # of `out`, so an inner instance processed before its host is still swallowed
+        hole = ndi.binary_fill_holes(own) & ~own
+        if hole.any():
+            out[box][hole] = i
+    return out
+
+
+def count_holed(labels: np.ndarray, *, min_fraction: float = 0.01) -> tuple[int, int]:
+    """(instances with a hole, instances) of an annotation; a hole counts when it covers at least
+    ``min_fraction`` of its instance's filled area (annotators leave stray unpainted pixels: 39 of the 40
+    holes in the Usiigaci annotations are 1-19 px in cells of 260-15,000 px)."""
+    labels = np.asarray(labels)
+    n = holed = 0
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        own = labels[box] == i
+        filled = ndi.binary_fill_holes(own)
+        n += 1
+        holed += int(filled.sum() - own.sum()) >= min_fraction * filled.sum()
+    return holed, n
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:

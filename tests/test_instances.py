@@ -231,3 +231,49 @@ def test_perfect_probabilities_recover_stardist_nuclei(shared_data) -> None:
     assert len(np.unique(truth[interior])) == len(np.unique(truth)) - 1
     m, t, p = _f1(truth, label_instances(*_perfect(truth, sigma=1.0)))
     assert 2 * m / (t + p) >= 0.99
+
+
+def test_instances_take_what_they_enclose_unless_holes_are_asked_for():
+    # a ring of foreground (a nucleus whose nucleolus reads as background) around a small seeded island
+    shape = (60, 60)
+    ring = _disk(shape, 30, 30, 20) & ~_disk(shape, 30, 30, 6)
+    island = _disk(shape, 30, 30, 3)
+    fg = (ring | island).astype(np.float32)
+    interior = (_disk(shape, 30, 30, 20) & ~_disk(shape, 30, 30, 9) | island).astype(np.float32)
+    filled = label_instances(fg, interior, min_seed_size=1)
+    assert filled.max() == 1                                            # island swallowed, hole filled
+    assert (filled > 0).sum() == _disk(shape, 30, 30, 20).sum()
+    kept = label_instances(fg, interior, min_seed_size=1, holes=True)
+    assert kept.max() == 2 and (kept > 0).sum() == (ring | island).sum()
+
+
+def test_fill_holes_is_exact_and_leaves_open_shapes_alone():
+    from cellsegcli.instances import count_holed, fill_holes
+
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:10, 2:10] = 1
+    labels[4:6, 4:6] = 0           # a 4 px hole
+    labels[7, 7] = 3               # an instance inside 1
+    labels[2:10, 15:25] = 2
+    labels[5, 15:20] = 0           # a notch open to the outside: not a hole
+    out = fill_holes(labels)
+    expected = labels.copy()
+    expected[2:10, 2:10] = 1
+    assert np.array_equal(out, expected) and out.dtype == labels.dtype
+    assert np.array_equal(fill_holes(out), out)
+    assert count_holed(labels) == (1, 3)                          # 1 encloses 4 + 1 px of its 64
+    assert count_holed(labels, min_fraction=0.1) == (0, 3)
+
+
+@pytest.mark.data
+def test_annotated_cells_of_the_shipped_data_have_no_holes_to_keep(shared_data):
+    from cellsegcli.training.data import annotations_have_holes, find_pairs, load_sample
+
+    pairs = find_pairs(shared_data / "usiigaci-phase")[:10]
+    samples = [load_sample(p, percentiles=(1.0, 99.8)) for p in pairs]
+    assert not annotations_have_holes(samples)
+    ring = np.zeros((40, 40), np.uint32)
+    ring[5:35, 5:35] = 1
+    ring[12:28, 12:28] = 0
+    samples[0].labels = ring
+    assert annotations_have_holes(samples[:1])

@@ -37,6 +37,7 @@ class ModelConfig:
     seed_threshold: float = 0.5                       # interior probability threshold (seeds)
     min_size: int = 0                                 # smallest cell kept, in pixels
     diameter: float = 0.0                             # median cell diameter of the training annotations, px (0: unknown)
+    holes: bool = False                               # keep holes in instances (annotations had them); else filled
     tile: int = 512                                   # tile size the model runs best at
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, command, scores, version
@@ -81,6 +82,7 @@ class Model:
     network: nn.Module
     path: Path | None = None
     sha256: str | None = None
+    members: tuple[Path, ...] = ()     # the model folders of an ensemble (models.ensemble)
 
     @property
     def name(self) -> str:

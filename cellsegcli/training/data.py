@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CellsegError
-from ..instances import clean_instances, interior_target
+from ..instances import clean_instances, count_holed, interior_target
 from ..normalize import BadFrameError, normalize, to_grey
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -233,3 +233,10 @@ def cell_diameter(samples: list[Sample]) -> float:
     the cell size a model trained on ``samples`` expects, which ``segment --diameter`` rescales frames to."""
     areas = _cell_areas(samples)
     return round(float(np.median(2 * np.sqrt(areas / np.pi))), 1) if len(areas) else 0.0
+
+
+def annotations_have_holes(samples: list[Sample], *, share: float = 0.02) -> bool:
+    """Whether the annotated cells have holes to keep: more than ``share`` of them enclose a hole of at
+    least 1 % of their area (a model trained on them then keeps holes; otherwise instances are filled)."""
+    counts = np.array([count_holed(s.labels) for s in samples] or [(0, 0)]).sum(axis=0)
+    return bool(counts[1] and counts[0] > share * counts[1])
