@@ -492,3 +492,68 @@ def test_intensity_transforms_of_the_augmentation():
     g = Augmentation().geometric()  # the geometry stays, every intensity transform goes
     assert (g.rotate, g.scale, g.elastic_alpha) == (True, Augmentation().scale, Augmentation().elastic_alpha)
     assert (g.contrast, g.brightness, g.noise, g.gamma_p, g.blur_p, g.illumination_p) == ((1.0, 1.0), 0, 0, 0, 0, 0)
+
+
+def test_object_gains_scale_each_objects_contrast_to_the_background():
+    from cellsegcli.training.augment import object_gains
+
+    labels = torch.zeros(20, 20)
+    labels[2:6, 2:6] = 1
+    labels[10:16, 10:16] = 2
+    image = torch.full((1, 20, 20), 0.1)
+    image[0][labels == 1] = 0.9
+    image[0][labels == 2] = 0.5
+    out = object_gains(image, labels, torch.tensor([7.0, 0.1, 0.5]), soften=0)
+    assert torch.allclose(out[0][labels == 1], torch.tensor(0.1 + 0.8 * 0.1))
+    assert torch.allclose(out[0][labels == 2], torch.tensor(0.1 + 0.4 * 0.5))
+    assert torch.equal(out[0][labels == 0], image[0][labels == 0])       # background (gains[0]) stays
+    assert torch.allclose(object_gains(image, labels, torch.ones(3)), image)
+    soft = object_gains(image, labels, torch.tensor([1.0, 0.1, 1.0]))    # the halo dims with its object
+    assert soft[0, 1, 3] < image[0, 1, 3] + 1e-6 and soft[0, 19, 0] == image[0, 19, 0]
+
+
+def test_crops_dim_objects_but_keep_their_targets():
+    rng = np.random.default_rng(3)
+    image, labels = _disks_image(rng, 128, n=8)
+    norm = torch.from_numpy(((image - 200.0) / 800).astype(np.float32))
+    fg = torch.from_numpy((labels > 0).astype(np.float32))
+    stack = torch.stack([norm, fg])
+    ids = torch.from_numpy(labels.astype(np.float32))
+    aug = dataclasses.replace(Augmentation.off(), object_p=1.0, object_gain=(0.05, 0.1), noise=0.0)
+    dimmed = 0
+    for seed in range(6):
+        plain = random_crop(stack, 64, Augmentation.off(), torch.Generator().manual_seed(seed), ids)
+        crop = random_crop(stack, 64, aug, torch.Generator().manual_seed(seed), ids)
+        assert torch.equal(crop[1], plain[1])                         # same grid, same targets
+        inside = plain[1] > 0
+        if inside.any():
+            dimmed += float(crop[0][inside].mean()) < 0.9 * float(plain[0][inside].mean())
+    assert dimmed >= 2                                                # each object dimmed with probability 1/2
+    assert torch.equal(random_crop(stack, 64, Augmentation.off(), torch.Generator().manual_seed(0), ids),
+                       random_crop(stack, 64, Augmentation.off(), torch.Generator().manual_seed(0)))
+
+
+def test_lovasz_hinge_is_the_jaccard_loss_at_unit_errors():
+    from cellsegcli.training.loss import bce_lovasz_loss, lovasz_hinge
+
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.random((2, 1, 8, 8)) > 0.5).float()
+    wrong = torch.from_numpy(rng.random((2, 1, 8, 8)) < 0.2)
+    logits = torch.where(wrong, torch.zeros_like(y), 2 * y - 1)      # errors: 1 where wrong, else 0
+    expected = []
+    for b in range(2):
+        t, w = y[b, 0].bool(), wrong[b, 0]
+        fn, fp = (t & w).sum(), (~t & w).sum()
+        expected.append(1 - float(t.sum() - fn) / float(t.sum() + fp))
+    assert abs(float(lovasz_hinge(logits, y)) - np.mean(expected)) < 1e-6
+    assert float(lovasz_hinge((2 * y - 1) * 5, y)) == 0.0
+    assert float(bce_lovasz_loss((2 * y - 1) * 30, y)) < 1e-6
+    assert float(bce_lovasz_loss((1 - 2 * y) * 30, y)) > 10
+
+
+def test_training_with_the_lovasz_loss_records_it(tmp_path):
+    root = _annotations(tmp_path / "ann")
+    result = train(root, tmp_path / "m", _config(loss="bce-lovasz", calibrate=False), device=CPU)
+    assert load_model(result.model_dir).config.training["loss"] == "bce-lovasz"
+    with pytest.raises(CellsegError, match="--loss dice"):
+        _config(loss="dice")

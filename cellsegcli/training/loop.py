@@ -33,10 +33,11 @@ from ..io.atomic import os_error_message
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
 from .augment import Augmentation, random_crop
-from .data import Sample, cell_diameter, find_pairs, fingerprint, load_sample, suggest_min_size
+from .data import (Sample, annotations_have_holes, cell_diameter, find_pairs, fingerprint, load_sample,
+                   suggest_min_size)
 from .early_stopping import EarlyStopping
 from .ema import WeightAverage
-from .loss import bce_dice_loss
+from .loss import LOSSES, loss_function
 
 LAST = "last.pt"
 HISTORY = "history.csv"
@@ -66,12 +67,15 @@ class TrainConfig:
     sampling: str = "area"              # area: crops drawn from images in proportion to size; image: equally
     calibrate: bool = True              # choose the post-processing thresholds on the validation frames
     ema: float | None = None            # decay of an average of the weights, validated and saved instead
+    loss: str = "bce-dice"              # bce-dice (the papers') | bce-lovasz (BCE + Lovász hinge, IoU-aware)
 
     def __post_init__(self) -> None:
         if self.crop % 32:
             raise CellsegError(f"--crop {self.crop}: must be a multiple of 32")
         if self.schedule not in ("plateau", "cosine"):
             raise CellsegError(f"--schedule {self.schedule}: expected plateau or cosine")
+        if self.loss not in LOSSES:
+            raise CellsegError(f"--loss {self.loss}: expected one of {', '.join(LOSSES)}")
         if self.sampling not in ("area", "image"):
             raise CellsegError(f"--sampling {self.sampling}: expected area or image")
         if self.ema is not None and not 0 < self.ema < 1:
@@ -170,17 +174,20 @@ def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augm
              gen: torch.Generator, sampling: str = "area"):
     """``steps`` batches of augmented crops, images drawn per ``sampling`` (see `sampling_weights`)."""
     stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
+    labels = [torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0 else None
     weights = sampling_weights(samples, sampling)
     for _ in range(steps):
         idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
-        crops = torch.stack([random_crop(stacks[i], crop, aug, gen) for i in idx.tolist()])
+        crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None)
+                             for i in idx.tolist()])
         yield crops[:, :1], crops[:, 1:]
 
 
 def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
                     progress: Callable[..., None] | None = None, total: int = 0,
-                    ema: WeightAverage | None = None) -> float:
+                    ema: WeightAverage | None = None, loss_name: str = "bce-dice") -> float:
     network.train()
+    criterion = loss_function(loss_name)
     amp = autocast_dtype(device)
     losses = []
     for step, (x, y) in enumerate(batches, start=1):
@@ -188,7 +195,7 @@ def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batche
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = network(x)
-        loss = bce_dice_loss(logits, y)
+        loss = criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -210,9 +217,10 @@ def _pad32(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
 
 @torch.no_grad()
 def evaluate(network: nn.Module, samples: list[Sample], *, device: torch.device,
-             max_tile: int = 1024) -> tuple[float, float]:
+             max_tile: int = 1024, loss_name: str = "bce-dice") -> tuple[float, float]:
     """Mean validation loss and mean pixel Jaccard (cell channel, threshold 0.5) over whole images."""
     network.eval()
+    criterion = loss_function(loss_name)
     amp = autocast_dtype(device)
     losses, jaccards = [], []
     for s in samples:
@@ -221,7 +229,7 @@ def evaluate(network: nn.Module, samples: list[Sample], *, device: torch.device,
             logits = network(x.to(device).contiguous(memory_format=torch.channels_last))
         logits = logits.float()[..., :h, :w]
         y = torch.from_numpy(s.targets)[None].to(device)
-        losses.append(float(bce_dice_loss(logits, y)))
+        losses.append(float(criterion(logits, y)))
         pred = logits[0, 0] > 0
         gt = y[0, 0] > 0.5
         union = float((pred | gt).sum())
@@ -326,6 +334,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     # fine-tuned from one made for large cells must not erase the small cells it was taught
     min_size = suggest_min_size(train_samples)
     diameter = cell_diameter(train_samples)
+    holes = annotations_have_holes(train_samples)
     architecture = started_from.architecture if started_from else config.architecture
     network = network.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
@@ -352,8 +361,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
                            config.sampling)
         train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps,
-                                     ema=ema)
-        val_loss, val_jaccard = evaluate(validated_network, val_samples, device=device)
+                                     ema=ema, loss_name=config.loss)
+        val_loss, val_jaccard = evaluate(validated_network, val_samples, device=device, loss_name=config.loss)
         scheduler.step(val_loss) if config.schedule == "plateau" else scheduler.step()
         improved, stop, reason = stopper.update(val_loss, epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -368,7 +377,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "val_fraction": None if (annotations / "val").is_dir() else config.val_fraction,
                     "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
-                    "sampling": config.sampling, "ema": config.ema, "steps_per_epoch": steps,
+                    "sampling": config.sampling, "ema": config.ema, "loss": config.loss, "steps_per_epoch": steps,
                     "augment": dataclasses.asdict(config.augment),
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
@@ -380,7 +389,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
                     threshold=started_from.threshold if started_from else 0.5,
                     seed_threshold=started_from.seed_threshold if started_from else 0.5,
-                    min_size=min_size, diameter=diameter,
+                    min_size=min_size, diameter=diameter, holes=holes,
                     training=provenance,
                     description=started_from.description if started_from else "",
                 )
