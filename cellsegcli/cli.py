@@ -36,6 +36,11 @@ class Schedule(str, Enum):
     cosine = "cosine"
 
 
+class Loss(str, Enum):
+    bce_dice = "bce-dice"
+    bce_lovasz = "bce-lovasz"
+
+
 class Sampling(str, Enum):
     area = "area"
     image = "image"
@@ -125,6 +130,8 @@ def train_cli(
     sampling: Annotated[Sampling, typer.Option("--sampling", help="Which image each crop comes from: area draws "
                         "in proportion to image size, image draws every image equally (for mixed sizes scored "
                         "per image).")] = "area",
+    loss: Annotated[Loss, typer.Option("--loss", help="bce-dice (the papers') or bce-lovasz (BCE + the "
+                    "Lovász hinge, an IoU-aware loss).")] = "bce-dice",
     ema: Annotated[Optional[float], typer.Option("--ema", help="Validate and save a moving average of the "
                    "weights with this decay per step (e.g. 0.999: about the last 1000 steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
@@ -160,7 +167,7 @@ def train_cli(
             imagenet_weights=imagenet_weights, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
-            calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema,
+            calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema, loss=Loss(loss).value,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
@@ -206,8 +213,10 @@ def segment_cli(
                                                  "or nd2/czi/lif through bioio.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: next to each "
                    "input), or OUT.zarr for a single input.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name (see `cellseg models`) "
-                                       "or a model folder.")] = "phase",
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Shipped model name (see `cellseg models`) "
+                                             "or a model folder; repeat it to average several models' "
+                                             "probabilities (an ensemble: the first one's thresholds apply, "
+                                             "each costs its own forward pass).")] = ["phase"],
     tta: Annotated[TTA, typer.Option("--tta", help="Test-time augmentation: none, flip (4 flips), d4 (8 "
                    "rotations/flips, ~8x the time); auto = d4 on GPU, none on CPU.")] = TTA.auto,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tile size, a multiple of 32 (default: 1024 "
@@ -252,7 +261,7 @@ def segment_cli(
         from .errors import CellsegError
 
         config = pipeline.SegmentConfig(
-            model=model, tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
+            model=model[0] if len(model) == 1 else tuple(model), tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt,

@@ -51,7 +51,7 @@ class Job:
 
     source: Path
     config: object          # pipeline.SegmentConfig
-    model: str              # model folder (resolved by the client) or a baseline's name
+    model: str | tuple[str, ...]   # model folder(s) (resolved by the client) or a baseline's name
     sha256: str | None
     settings: object        # pipeline.FrameSettings
     store: object           # io.omezarr.FrameStore
@@ -60,19 +60,19 @@ class Job:
     abort: Path | None = None   # a flag file the client creates when the run fails: stop writing
 
 
-def _model(folder: str, sha256: str | None, device):
+def _model(folder: str | tuple[str, ...], sha256: str | None, device):
     """This worker process's copy of the model on ``device`` and its callable, loaded once.
 
     Workers that are threads of one process share it: the network is moved to the device and to
     channels_last here, under a lock, and never again; doing that while another thread runs the network
     swaps its weights' storage under a running kernel (seen as garbage outputs)."""
     from .inference import network_callable
-    from .models import load_model
+    from .models import load_models
 
     with _MODELS_LOCK:
         key = (folder, sha256, str(device))
         if key not in _MODELS:
-            model = load_model(folder)
+            model = load_models(folder)
             if sha256 is not None and model.sha256 != sha256:
                 raise CellsegError(f"{folder}: the weights on this worker differ from the client's "
                                    f"(sha256 {model.sha256[:12]} vs {sha256[:12]}); give every machine the "
@@ -112,7 +112,8 @@ def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: 
 
     if frames_per_task < 1:
         raise CellsegError(f"--frames-per-task {frames_per_task}: must be at least 1")
-    name = model.config.name if model.path is None else str(model.path.resolve())
+    name = (tuple(str(p.resolve()) for p in model.members) if model.members
+            else model.config.name if model.path is None else str(model.path.resolve()))
     store = zarr_out.frame_store()
     abort = store.temp_path / ".abort"
     jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames),

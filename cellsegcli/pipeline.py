@@ -37,7 +37,7 @@ GPU_BATCH = 8
 class SegmentConfig:
     """Options of ``cellseg segment``; ``None`` means "the model's (or the device's) default"."""
 
-    model: str = "phase"
+    model: str | tuple[str, ...] = "phase"   # a model, or several whose probabilities are averaged
     tta: str = "auto"                  # auto (d4 on GPU, none on CPU) | none | flip | d4
     tile: int | None = None
     overlap: float = 0.25
@@ -144,6 +144,7 @@ class FrameSettings:
     pixel_size_um: float | None
     save_image: bool
     save_probabilities: bool
+    holes: bool = False
 
 
 def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | None = None) -> FrameSettings:
@@ -155,19 +156,26 @@ def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | N
         threshold=mc.threshold if config.threshold is None else config.threshold,
         seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
         min_size=round(mc.min_size / scale**2) if config.min_size is None else config.min_size,
-        pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities)
+        pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities,
+        holes=mc.holes)
+
+
+def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
+    """(Y, X) uint32 instance labels of one frame's (K, Y, X) probabilities, with the settings' thresholds."""
+    from .instances import label_instances
+
+    return label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=settings.threshold,
+                           seed_threshold=settings.seed_threshold, min_size=settings.min_size,
+                           holes=settings.holes)
 
 
 def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int]:
     """Frame ``t``'s instance labels, written (with the image and probabilities the settings keep) to
     ``sink`` (an ``OmeZarrWriter`` or a ``FrameStore``); returns its per-cell table (dict of columns),
     per-frame row and cell count."""
-    from .instances import label_instances
     from .morphology import cell_table, frame_table_row
 
-    interior = prob[1] if prob.shape[0] > 1 else None
-    labels = label_instances(prob[0], interior, threshold=settings.threshold,
-                             seed_threshold=settings.seed_threshold, min_size=settings.min_size)
+    labels = label_frame(prob, settings)
     sink.write_frame(t, labels, image=raw if settings.save_image else None,
                      probabilities=prob[0] if settings.save_probabilities else None)
     px = settings.pixel_size_um
@@ -291,7 +299,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     from .io.omezarr import OmeZarrWriter
     from .io.readers import open_stack
     from .io.tables import TableWriter
-    from .models import load_model
+    from .models import load_models
 
     if isinstance(scheduler, str):
         from .distributed import connect
@@ -302,7 +310,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     started = time.monotonic()
     source = Path(source)
     baseline = config.model in BASELINES
-    model = _baseline_model(config.model) if baseline else load_model(config.model)
+    model = _baseline_model(config.model) if baseline else load_models(config.model)
     mc = model.config
     if scheduler is None:
         device = resolve_device(config.device)

@@ -67,11 +67,11 @@ def _disks(path: Path, frames: int = 7, nan_frame: int | None = None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["tiny", "sized", "phantast"])
+@pytest.mark.parametrize("model", ["tiny", "sized", "phantast", "ensemble"])
 def test_dask_workers_give_the_same_outputs_as_one_process(tmp_path, model_dir, sized_dir, client, model):
     src = _disks(tmp_path / "movie.tif")
-    network = model in ("tiny", "sized")
-    spec = {"tiny": str(model_dir), "sized": str(sized_dir)}.get(model, model)
+    network = model in ("tiny", "sized", "ensemble")
+    spec = {"tiny": str(model_dir), "sized": str(sized_dir), "ensemble": (str(model_dir), str(model_dir))}.get(model, model)
     config = pipeline.SegmentConfig(model=spec, device="cpu", tile=64, save_probabilities=network,
                                     diameter=15.0 if model == "sized" else None)   # frames resized by 2/3
     here = pipeline.segment(src, config, out=tmp_path / "here")
