@@ -24,9 +24,9 @@ import torch
 from cellsegcli.device import resolve_device
 from cellsegcli.instances import label_instances
 from cellsegcli.metrics import frame_scores, pooled_scores, summarize
-from cellsegcli.models import load_model
+from cellsegcli.models import load_model, load_models
 from cellsegcli.normalize import normalize, to_grey
-from cellsegcli.pipeline import SegmentConfig, frame_settings, make_predictor
+from cellsegcli.pipeline import SegmentConfig, frame_settings, label_frame, make_predictor
 from cellsegcli.training.data import find_pairs, mask_to_labels
 
 COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
@@ -35,7 +35,7 @@ COLUMNS = ("jaccard", "dice", "precision", "recall", "f1", "mean_ap", "seg")
 def network_segmenter(model_spec: str, *, tta: str, device: torch.device, diameter: float | None = None):
     """``(name, architecture, segment)`` where ``segment(raw) -> (labels, probabilities)`` does what
     `cellseg segment [--diameter D]` does to one frame (its predictor, the model's thresholds)."""
-    model = load_model(model_spec)
+    model = load_models(model_spec)
     c = model.config
     config = SegmentConfig(tta=tta, diameter=diameter)
     predictor, _ = make_predictor(model, device, config)
@@ -43,9 +43,7 @@ def network_segmenter(model_spec: str, *, tta: str, device: torch.device, diamet
 
     def segment(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prob = predictor.predict(normalize(to_grey(raw), c.percentiles))
-        labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=s.threshold,
-                                 seed_threshold=s.seed_threshold, min_size=s.min_size)
-        return labels, prob
+        return label_frame(prob, s), prob
 
     return c.name, c.architecture, segment
 
@@ -62,22 +60,48 @@ def _baseline_segmenter(name: str):
     return name, "classical", segment
 
 
-def score_model(model_spec: str, pairs, *, tta: str, device: torch.device) -> dict:
-    """Segment and score every pair; ``model_spec`` is a model folder/name or a classical baseline."""
+def image_kind(raw: np.ndarray) -> str:
+    """What an image shows, for the nuclei tables: ``stained tissue`` (colour), ``brightfield`` (grey on a
+    light background) or ``fluorescence`` (grey on a dark background)."""
+    grey = raw.astype(np.float32)
+    if raw.ndim == 3:
+        rgb = grey[..., :3]
+        if (rgb.max(-1) - rgb.min(-1)).mean() > 0.04 * max(float(rgb.max()), 1.0):
+            return "stained tissue"
+        grey = rgb.mean(-1)
+    lo, hi = np.percentile(grey, (1, 99.8))
+    return "brightfield" if np.median(grey) - lo > 0.5 * (hi - lo) else "fluorescence"
+
+
+def score_model(model_spec, pairs, *, tta: str, device: torch.device) -> dict:
+    """Segment and score every pair; ``model_spec`` is a model folder/name, a list of them (an ensemble) or
+    a classical baseline. The result keeps every frame's row (``rows``: name, kind and scores)."""
+    import time
+
     from cellsegcli.pipeline import BASELINES
 
-    if model_spec in BASELINES:
+    if isinstance(model_spec, str) and model_spec in BASELINES:
         name, arch, segment = _baseline_segmenter(model_spec)
         tta = "-"
     else:
         name, arch, segment = network_segmenter(model_spec, tta=tta, device=device)
-    rows = []
+    rows, seconds = [], 0.0
     for pair in pairs:
-        labels, _ = segment(pair.read_image())
-        rows.append(frame_scores(labels, mask_to_labels(pair.read_mask())))
+        raw = pair.read_image()
+        began = time.perf_counter()
+        labels, _ = segment(raw)
+        seconds += time.perf_counter() - began
+        rows.append({"name": pair.name, "kind": image_kind(raw),
+                     **frame_scores(labels, mask_to_labels(pair.read_mask()))})
         print(f"  {pair.name}: Jaccard {rows[-1]['jaccard']:.4f}, F1 {rows[-1]['f1']:.4f}", file=sys.stderr)
-    return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), "summary": summarize(rows),
-            "pooled": pooled_scores(rows)}
+    return {"model": name, "architecture": arch, "tta": tta, "frames": len(rows), **aggregate(rows),
+            "seconds": round(seconds, 3), "rows": rows}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """``summary`` (mean +- std over frames) and ``pooled`` scores of per-frame rows (their numbers)."""
+    numbers = [{k: v for k, v in r.items() if not isinstance(v, str)} for r in rows]
+    return {"summary": summarize(numbers), "pooled": pooled_scores(numbers)}
 
 
 def main() -> None:
@@ -88,13 +112,27 @@ def main() -> None:
     add_selection_options(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--by-kind", action="store_true", help="also a table per image kind (fluorescence, "
+                        "brightfield, stained tissue)")
     args = parser.parse_args()
     pairs = select_pairs(args, model=args.model[0])
     device = resolve_device(args.device)
     results = score_all(args.model, pairs, ttas=args.tta or ["none", "d4"], device=device)
     print_table(results, f"{len(pairs)} frames of {args.annotations}; mean +- std over frames")
+    if args.by_kind:
+        print_table(by_kind(results), "by image kind")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def by_kind(results: list[dict]) -> list[dict]:
+    """Each result split into one per image kind (``model`` then names the kind and the frame count)."""
+    out = []
+    for r in results:
+        for kind in sorted({row["kind"] for row in r["rows"]}):
+            rows = [row for row in r["rows"] if row["kind"] == kind]
+            out.append({**r, "model": f"{r['model']}, {kind} ({len(rows)})", "frames": len(rows), **aggregate(rows)})
+    return out
 
 
 def add_selection_options(parser: argparse.ArgumentParser) -> None:

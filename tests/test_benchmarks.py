@@ -111,3 +111,115 @@ def test_robustness_perturbations_act_on_raw_intensities():
     p = robustness.perturbations()
     assert list(p)[0] == "none" and p["none"](image) is image
     assert all(p[n](image).shape == image.shape for n in p)
+
+
+def _named_pairs(tmp_path, names):
+    import tifffile
+
+    from cellsegcli.training.data import find_pairs
+
+    root = tmp_path / "ann"
+    root.mkdir()
+    for name in names:
+        tifffile.imwrite(root / f"{name}.tif", np.zeros((8, 8), np.uint8))
+        tifffile.imwrite(root / f"{name}_masks.tif", np.ones((8, 8), np.uint8))
+    return find_pairs(root)
+
+
+def test_crossval_folds_test_every_frame_once_and_keep_a_field_together(tmp_path):
+    cv = _load("crossval")
+    pairs = _named_pairs(tmp_path, [f"set{i:02d}" for i in range(1, 12)])
+    groups = cv.groups_of(pairs, ["set03,set11"])
+    assert len(groups) == 10 and [p.name for p in groups[2]] == ["set03", "set11"]
+    folds = cv.make_folds(groups, 3, seed=0)
+    assert sorted(g for f in folds for g in f) == list(range(10))
+    assert sorted(sum(len(groups[g]) for g in f) for f in folds) == [3, 4, 4]     # balanced by frames
+    tested = []
+    for i in range(3):
+        train, val, test = cv.fold_split(groups, folds, i, 0.2, seed=0)
+        names = [{p.name for p in part} for part in (train, val, test)]
+        assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+        assert len(names[0] | names[1] | names[2]) == 11 and len(names[1]) >= 1
+        assert {"set03", "set11"} <= names[0] or {"set03", "set11"} <= names[1] or {"set03", "set11"} <= names[2]
+        tested += names[2]
+    assert sorted(tested) == sorted(p.name for p in pairs)
+    with pytest.raises(SystemExit, match="--folds 11"):
+        cv.make_folds(groups, 11, seed=0)
+
+
+@pytest.mark.slow
+def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for root, n in ((tmp_path / "ann", 6), (tmp_path / "test", 2)):
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        for i in range(n):
+            labels = np.zeros((64, 64), np.uint16)
+            for j in range(1, 4):
+                cy, cx = rng.uniform(12, 52, 2)
+                labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= 36) & (labels == 0)] = j
+            tifffile.imwrite(root / "images" / f"im{i}.tif", ((labels > 0) * 800 + rng.normal(200, 30, (64, 64))).astype(np.uint16))
+            tifffile.imwrite(root / "masks" / f"im{i}.tif", labels)
+    args = [sys.executable, str(BENCHMARKS / "crossval.py"), str(tmp_path / "ann"), "-o", str(tmp_path / "cv"),
+            "--folds", "2", "--arch", "resnet18-fpn", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+            "--crop", "64", "--device", "cpu", "--test", str(tmp_path / "test"), "--ensemble"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert report["held_out"]["frames"] == 6
+    assert sorted(n for f in report["folds"] for n in f["test"]) == [f"im{i}" for i in range(6)]
+    assert [r["model"] for r in report["test"]] == ["model", "model", "ensemble of 2"]
+    assert "held out: 6 frames" in done.stdout and "ensemble:" in done.stdout
+    again = subprocess.run(args, capture_output=True, text=True)      # finished folds are not retrained
+    assert again.returncode == 0 and "fold 0:" not in again.stderr
+
+
+def test_dim_objects_brings_chosen_objects_to_a_share_of_the_brightest():
+    mod = _load("dim_objects")
+    labels = np.zeros((30, 40), np.int64)
+    labels[2:8, 2:8] = 1
+    labels[15:25, 15:25] = 2
+    raw = np.full(labels.shape, 100.0, np.float32)
+    raw[labels == 1] = 1000
+    raw[labels == 2] = 500
+    out = mod.dim(raw, labels, np.array([1, 2]), 0.1, soften=0)
+    assert np.allclose(out[labels == 1], 100 + 90) and np.allclose(out[labels == 2], 100 + 90)
+    assert np.array_equal(out[labels == 0], raw[labels == 0])
+    same = mod.dim(raw, labels, np.array([2]), 0.9, soften=0)          # already dimmer than 0.9 x 900: kept
+    assert np.array_equal(same, raw)
+    assert mod.recall_of(labels, labels, np.array([2])) == (1, 1)
+    assert mod.recall_of(np.where(labels == 2, 0, labels), labels, np.array([1, 2])) == (1, 2)
+
+
+def test_image_kinds():
+    kind = _load("scores").image_kind
+    rng = np.random.default_rng(0)
+    dark = rng.normal(10, 2, (50, 50))
+    dark[10:20, 10:20] = 200
+    assert kind(dark) == "fluorescence"
+    assert kind(255 - dark) == "brightfield"
+    grey_rgb = np.stack([dark] * 3, axis=-1)
+    assert kind(grey_rgb) == "fluorescence"
+    tissue = np.stack([dark + 120, dark * 0.4 + 30, dark + 150], axis=-1)
+    assert kind(tissue) == "stained tissue"
+
+
+def test_results_split_by_image_kind():
+    scores = _load("scores")
+    from cellsegcli.metrics import frame_scores
+
+    labels, gt = _cells()
+    one = frame_scores(labels, gt)
+    rows = [{"name": n, "kind": k, **one, "jaccard": j}
+            for n, k, j in (("a", "fluorescence", 0.8), ("b", "stained tissue", 0.4), ("c", "fluorescence", 0.6))]
+    result = {"model": "m", "architecture": "x", "tta": "none", "frames": 3, "rows": rows, **scores.aggregate(rows)}
+    parts = scores.by_kind([result])
+    assert [p["model"] for p in parts] == ["m, fluorescence (2)", "m, stained tissue (1)"]
+    assert parts[0]["summary"]["jaccard"]["mean"] == pytest.approx(0.7) and parts[1]["frames"] == 1

@@ -1,0 +1,179 @@
+"""Held-out scores by k-fold cross-validation: every frame scored once, by a model that never saw it and
+whose best epoch and thresholds it did not choose.
+
+    python benchmarks/crossval.py ANNOTATIONS -o runs/cv/phase --folds 5 [--same set23,set40]
+        [--epochs 20 --steps-per-epoch 40 --lr 1e-3 --schedule cosine --crop 256 --loss bce-dice --init none]
+        [--tta none] [--test DIR [--ensemble]] [--by-kind]
+
+Groups: the annotated frames of one stack are one group (as ``cellseg train`` splits them), and ``--same``
+joins named images into one (a field imaged twice; repeat it for several). Groups are dealt into ``--folds``
+folds (seeded). For fold i its frames are the test frames; of the other groups a seeded ``--val-fraction``
+validates (chooses the best epoch and calibrates the thresholds, as every ``cellseg train``) and the rest
+train. Reported: the mean +- std over all held-out frames, the mean +- std of the fold means, and the
+scores pooled over all frames. ``--test DIR`` also scores every fold model on DIR (images no fold saw), and
+``--ensemble`` the average of the k fold models' probabilities there, with its cost per image relative to
+one model. ``--by-kind`` splits the held-out table by image kind (fluorescence, brightfield, stained tissue).
+
+Resumable: a finished fold (``OUT/fold-i/scores.json``) is skipped, a fold cut short continues from its
+``last.pt``. Train on a GPU for real figures: on 2 CPU cores one fold of 20 epochs takes about an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cellsegcli.device import resolve_device
+from cellsegcli.training.data import find_pairs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune import link_subset  # noqa: E402
+from scores import COLUMNS, aggregate, by_kind, print_table, run, score_model  # noqa: E402
+
+
+def groups_of(pairs, same: list[str] = ()) -> list[list]:
+    """Pairs grouped: the frames of one stack together, and the images named in each ``same`` entry
+    (comma-separated names) together; groups in the order of their first pair."""
+    key = {}
+    for entry in same:
+        names = [n.strip() for n in entry.split(",") if n.strip()]
+        for n in names:
+            key[n] = names[0]
+    groups: dict[str, list] = {}
+    for p in pairs:
+        groups.setdefault(key.get(p.name, str(p.image)), []).append(p)
+    return list(groups.values())
+
+
+def make_folds(groups: list[list], k: int, seed: int) -> list[list[int]]:
+    """Indices of the groups in each of ``k`` folds: a seeded permutation dealt into nearly equal parts
+    (by number of frames: each group goes to the fold that has the fewest frames so far)."""
+    if not 2 <= k <= len(groups):
+        raise SystemExit(f"error: --folds {k}: need between 2 and {len(groups)} (the number of groups)")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    folds: list[list[int]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for g in sorted(order, key=lambda i: -len(groups[i])):   # stable: big groups first, then the permutation
+        f = int(np.argmin(sizes))
+        folds[f].append(int(g))
+        sizes[f] += len(groups[g])
+    return folds
+
+
+def fold_split(groups: list[list], folds: list[list[int]], i: int, val_fraction: float, seed: int):
+    """(train, val, test) pairs of fold ``i``: its groups test; of the others a seeded share validates."""
+    rest = [g for j, f in enumerate(folds) if j != i for g in f]
+    order = np.random.default_rng(seed + i).permutation(rest)
+    n_val = min(len(rest) - 1, max(1, round(len(rest) * val_fraction)))
+    pick = lambda idx: [p for g in sorted(idx) for p in groups[g]]   # noqa: E731
+    return pick(order[n_val:]), pick(order[:n_val]), pick(folds[i])
+
+
+def train_fold(data: Path, out: Path, args, device) -> Path:
+    """Train one fold's model (or continue it) with the recipe of ``args``; returns its folder."""
+    from cellsegcli.training.loop import TrainConfig, train
+
+    config = TrainConfig(architecture=args.arch, init=args.init, epochs=args.epochs, patience=args.epochs,
+                         lr=args.lr, batch_size=args.batch_size, crop=args.crop, seed=args.seed,
+                         steps_per_epoch=args.steps_per_epoch, schedule=args.schedule, loss=args.loss,
+                         name=out.name, command=" ".join(sys.argv), max_minutes=args.max_minutes)
+
+    def on_epoch(r) -> None:
+        print(f"  {out.name} epoch {r.epoch}/{r.epochs}: train {r.train_loss:.4f}, val {r.val_loss:.4f}, "
+              f"Jaccard {r.val_jaccard:.4f}, {r.seconds:.0f} s{' *' if r.improved else ''}", file=sys.stderr,
+              flush=True)
+
+    result = train(data, out, config, device=device, resume=(out / "last.pt").is_file(), on_epoch=on_epoch)
+    if result.stopped.startswith("reached --max-minutes"):
+        raise SystemExit(f"{out}: stopped by --max-minutes at epoch {result.epochs_run}; rerun to continue")
+    return out
+
+
+def fold_means(per_fold: list[dict]) -> dict:
+    """Mean and std over folds of each fold's mean score."""
+    out = {}
+    for key in COLUMNS:
+        values = np.array([f["summary"][key]["mean"] for f in per_fold], float)
+        out[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values, ddof=1)) if len(values) > 1
+                    else float("nan")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("annotations", type=Path)
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--same", action="append", default=[], help="comma-separated names of one field")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="of the training folds' groups")
+    parser.add_argument("--arch", default="resnet18-unet")
+    parser.add_argument("--init", default="none")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--steps-per-epoch", type=int, default=40)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--schedule", choices=["plateau", "cosine"], default="cosine")
+    parser.add_argument("--loss", choices=["bce-dice", "bce-lovasz"], default="bce-dice")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, help="per fold; rerun to continue")
+    parser.add_argument("--tta", choices=["none", "flip", "d4"], default="none")
+    parser.add_argument("--test", type=Path, help="an annotated folder no fold trains on")
+    parser.add_argument("--ensemble", action="store_true", help="with --test: also score the fold ensemble")
+    parser.add_argument("--by-kind", action="store_true")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    if args.ensemble and args.test is None:
+        raise SystemExit("error: --ensemble is scored on --test DIR (the folds' own frames were seen by the others)")
+    device = resolve_device(args.device)
+    pairs = find_pairs(args.annotations)
+    groups = groups_of(pairs, args.same)
+    folds = make_folds(groups, args.folds, args.seed)
+    per_fold, models = [], []
+    for i in range(args.folds):
+        folder = args.out / f"fold-{i}"
+        done = folder / "scores.json"
+        model_dir = folder / "model"
+        if not done.is_file():
+            train_pairs, val_pairs, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
+            print(f"fold {i}: {len(train_pairs)} train, {len(val_pairs)} validate, {len(test_pairs)} test "
+                  f"({', '.join(p.name for p in test_pairs[:8])}{' ...' if len(test_pairs) > 8 else ''})",
+                  file=sys.stderr, flush=True)
+            link_subset(train_pairs, folder / "data")
+            link_subset(val_pairs, folder / "data" / "val")
+            train_fold(folder / "data", model_dir, args, device)
+            result = score_model(str(model_dir), test_pairs, tta=args.tta, device=device)
+            done.write_text(json.dumps(result, indent=1))
+        per_fold.append(json.loads(done.read_text()))
+        models.append(str(model_dir))
+    rows = [r for f in per_fold for r in f["rows"]]
+    held_out = {"model": f"{args.folds}-fold", "architecture": args.arch, "tta": args.tta, "frames": len(rows),
+                **aggregate(rows)}
+    tables = [held_out] + (by_kind([{**held_out, "rows": rows}]) if args.by_kind else [])
+    print_table(tables, f"held out: {len(rows)} frames of {args.annotations}, each scored by the fold model that "
+                        f"never saw it; mean +- std over frames")
+    means = fold_means(per_fold)
+    print("over folds (mean +- std of the fold means): " + ", ".join(
+        f"{k} {means[k]['mean']:.3f} +- {means[k]['std']:.3f}" for k in COLUMNS))
+    report = {"held_out": held_out, "over_folds": means, "folds": [
+        {"fold": i, "test": [r["name"] for r in f["rows"]], "summary": f["summary"]} for i, f in enumerate(per_fold)]}
+    if args.test is not None:
+        test_pairs = find_pairs(args.test)
+        results = [score_model(m, test_pairs, tta=args.tta, device=device) for m in models]
+        if args.ensemble:
+            results.append(score_model(models, test_pairs, tta=args.tta, device=device))
+            single = float(np.mean([r["seconds"] for r in results[:-1]]))
+            results[-1]["model"] = f"ensemble of {len(models)}"
+            print(f"ensemble: {results[-1]['seconds'] / single:.2f}x the time of one model per image "
+                  f"({results[-1]['seconds'] / len(test_pairs):.2f} s vs {single / len(test_pairs):.2f} s)")
+        print_table(results, f"{len(test_pairs)} images of {args.test} (no fold trained on them)")
+        report["test"] = [{k: v for k, v in r.items() if k != "rows"} for r in results]
+    (args.out / "crossval.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    run(main)
