@@ -340,6 +340,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
     }
+    if model.members:
+        attributes["ensemble"] = mc.training["ensemble"]
     if notify is not None and device is not None and device.type == "cpu" and tta != "none" and not baseline:
         from .device import autocast_dtype
 

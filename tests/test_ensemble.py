@@ -62,6 +62,7 @@ def test_segment_with_two_models(folders, tmp_path):
     assert summary["model"] == "a+b"
     root = zarr.open_group(tmp_path / "m.zarr", mode="r")
     assert root.attrs["cellseg"]["model"] == "a+b" and root["labels/cells/0"].shape == (2, 64, 96)
+    assert [m["sha256"] for m in root.attrs["cellseg"]["ensemble"]] == [load_model(folders[k]).sha256 for k in "ab"]
     bad = runner.invoke(app, ["segment", str(src), "--model", str(folders["a"]), "--model", str(folders["odd"]),
                               "--device", "cpu", "-o", str(tmp_path / "bad.zarr")])
     assert bad.exit_code == 1 and "percentiles" in bad.output
