@@ -53,3 +53,19 @@ def test_the_phase_models_training_folder_is_rebuilt_with_its_recorded_fingerpri
     spec.loader.exec_module(phase_data)
     found = phase_data.make(tmp_path / "phase-data", shared_data / "usiigaci-phase")
     assert found == load_model("phase").config.training["data_fingerprint"] == phase_data.FINGERPRINT
+
+
+def test_the_nuclei_test_images_chose_nothing(shared_data, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("nuclei_data", Path(__file__).parents[1] / "weights" / "nuclei_data.py")
+    nuclei_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nuclei_data)
+    held = json.loads(nuclei_data.VAL_FROM.read_text())
+    train, val, test = nuclei_data.split(shared_data / "dsb2018-train", held)
+    assert (len(train), len(val), len(test)) == (564, 50, 50)
+    assert not set(test) & set(val) and not set(test) & set(train) and sorted(val + test) == sorted(held)
+    config = load_model("nuclei").config
+    assert not set(test) & set(config.training["val_names"])     # the shipped model's epoch and thresholds
