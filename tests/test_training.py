@@ -557,3 +557,5 @@ def test_training_with_the_lovasz_loss_records_it(tmp_path):
     assert load_model(result.model_dir).config.training["loss"] == "bce-lovasz"
     with pytest.raises(CellsegError, match="--loss dice"):
         _config(loss="dice")
+    with pytest.raises(CellsegError, match="trained with --loss bce-lovasz; resume it with the same --loss"):
+        train(root, tmp_path / "m", _config(epochs=2, calibrate=False), device=CPU, resume=True)

@@ -244,7 +244,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
 
 
-def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None) -> tuple[list[dict], int]:
+def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
+             loss: str = "bce-dice") -> tuple[list[dict], int]:
     """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
     if not path.is_file():
         raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
@@ -252,6 +253,9 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None) 
     if (ema is None) != ("ema" not in state):
         was = f"with --ema {state['ema']['decay']:g}" if "ema" in state else "without --ema"
         raise CellsegError(f"{path}: this run was trained {was}; resume it with the same --ema option")
+    trained_with = state.get("loss", "bce-dice")   # checkpoints from before --loss were bce-dice
+    if trained_with != loss:
+        raise CellsegError(f"{path}: this run was trained with --loss {trained_with}; resume it with the same --loss")
     if ema is not None:
         ema.load_state_dict(state["ema"])
     network.load_state_dict(state["network"])
@@ -263,7 +267,8 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None) 
     return json.loads(state["history"]), int(state["epoch"])
 
 
-def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None) -> None:
+def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None,
+               loss: str = "bce-dice") -> None:
     state = {
         "epoch": epoch,
         "network": network.state_dict(),
@@ -273,6 +278,7 @@ def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, h
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": json.dumps(history),
+        "loss": loss,
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
@@ -346,7 +352,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     start = 0
     last = out / LAST
     if resume:
-        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema)
+        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss)
     elif last.exists():
         raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
     out.mkdir(parents=True, exist_ok=True)
@@ -394,7 +400,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     description=started_from.description if started_from else "",
                 )
                 save_model(validated_network, model_config, out, half=True)
-            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema)
+            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, config.loss)
             write_history(out, history)
         saved_epoch = epoch
         if on_epoch is not None:
