@@ -69,8 +69,11 @@ def fold_split(groups: list[list], folds: list[list[int]], i: int, val_fraction:
     rest = [g for j, f in enumerate(folds) if j != i for g in f]
     order = np.random.default_rng(seed + i).permutation(rest)
     n_val = min(len(rest) - 1, max(1, round(len(rest) * val_fraction)))
-    pick = lambda idx: [p for g in sorted(idx) for p in groups[g]]   # noqa: E731
-    return pick(order[n_val:]), pick(order[:n_val]), pick(folds[i])
+
+    def pairs_of(indices) -> list:
+        return [p for g in sorted(indices) for p in groups[g]]
+
+    return pairs_of(order[n_val:]), pairs_of(order[:n_val]), pairs_of(folds[i])
 
 
 def train_fold(data: Path, out: Path, args, device) -> Path:
