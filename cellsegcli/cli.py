@@ -195,6 +195,32 @@ def train_cli(
     _run(action, debug=debug)
 
 
+MaxDistanceOpt = Annotated[Optional[float], typer.Option("--max-distance", help="Tracking: largest move of a "
+                           "cell between frames, in pixels (default: one median cell diameter).")]
+GapFramesOpt = Annotated[int, typer.Option("--gap-frames", help="Tracking: frames a cell may be missed and keep "
+                         "its track.")]
+DivisionsOpt = Annotated[bool, typer.Option("--divisions/--no-divisions", help="Tracking: detect divisions "
+                         "(daughters start new tracks whose parent is the mother's).")]
+FrameIntervalOpt = Annotated[Optional[str], typer.Option("--frame-interval", help="Time between frames, e.g. 5min, "
+                             "30s, 0.5h (default: the file's metadata); speeds are then in um/min.")]
+
+
+def _link_options(max_distance: Optional[float], gap_frames: int, divisions: bool):
+    from .errors import CellsegError
+    from .tracking import LinkOptions
+
+    try:
+        return LinkOptions(max_distance=max_distance, gap_frames=gap_frames, divisions=divisions)
+    except ValueError as exc:
+        raise CellsegError(f"--max-distance/--gap-frames: {exc}") from None
+
+
+def _interval(text: Optional[str]) -> Optional[float]:
+    from .tracking.motility import parse_interval
+
+    return None if text is None else parse_interval(text)
+
+
 class TTA(str, Enum):
     auto = "auto"
     none = "none"
@@ -251,6 +277,13 @@ def segment_cli(
                          "workers must share the file system).")] = None,
     frames_per_task: Annotated[int, typer.Option("--frames-per-task", help="Frames per Dask task "
                                "(with --scheduler).")] = 8,
+    track: Annotated[bool, typer.Option("--track", help="Follow cells over time: labels/cells holds track ids "
+                     "(one per cell's life; daughters get new ids), plus NAME.tracks.csv, NAME.napari-tracks.csv "
+                     "and NAME.lineage.json.")] = False,
+    max_distance: MaxDistanceOpt = None,
+    gap_frames: GapFramesOpt = 2,
+    divisions: DivisionsOpt = True,
+    frame_interval: FrameIntervalOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -260,11 +293,12 @@ def segment_cli(
         from . import console, pipeline
         from .errors import CellsegError
 
+        link = _link_options(max_distance, gap_frames, divisions) if track else None
         config = pipeline.SegmentConfig(
             model=model[0] if len(model) == 1 else tuple(model), tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
-            overwrite=overwrite, gt=gt,
+            overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")
@@ -300,6 +334,10 @@ def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> 
                      f"({s['cells_per_frame_mean']:.1f} per frame) in {s['seconds']:.1f} s "
                      f"({s['frames_per_second']:.2f} frames/s) -> {s['zarr']}, {s['cells_table']}, "
                      f"{s['frames_table']}")
+        if result.tracking:
+            tr = result.tracking
+            console.info(f"tracks: {tr['tracks']} ({tr['divisions']} divisions) -> {tr['tracks_table']}, "
+                         f"{tr['napari_tracks']}, {tr['lineage']}")
         if result.scores:
             sc = result.scores
             skipped = sc.get("unannotated_frames") or []
@@ -317,15 +355,23 @@ def evaluate_cli(
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the per-frame scores to this CSV.")] = None,
     min_jaccard: Annotated[Optional[float], typer.Option("--min-jaccard", help="Exit with code 3 when the mean "
                            "pixel Jaccard is below this.")] = None,
+    tracks: Annotated[bool, typer.Option("--tracks", help="Score tracking instead: PRED is a tracked .zarr or a "
+                      "CTC result folder, GT a CTC ground-truth folder (XX_GT with TRA/); CTC TRA, DET, LNK and "
+                      "division F1 by py-ctcmetrics.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Score predicted labels against ground truth: pixel Jaccard/Dice/precision/recall, object F1@0.5,
-    DSB2018 mean AP and Cell Tracking Challenge SEG, per frame and as mean +- std."""
+    DSB2018 mean AP and Cell Tracking Challenge SEG, per frame and as mean +- std; or, with --tracks,
+    tracking against CTC ground truth."""
 
     def action() -> None:
         from . import console
         from .evaluation import evaluate
+
+        if tracks:
+            _evaluate_tracks(pred, gt, as_json)
+            return
 
         with console.progress("evaluate", quiet=as_json) as report:
             result = evaluate(pred, gt, progress=report)
@@ -350,6 +396,96 @@ def evaluate_cli(
         if min_jaccard is not None and not mean >= min_jaccard:
             console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")
             raise typer.Exit(3)
+
+    _run(action, debug=debug)
+
+
+def _evaluate_tracks(pred: Path, gt: Path, as_json: bool) -> None:
+    from . import console
+    from .errors import CellsegError
+    from .tracking.pipeline import score_tracks
+
+    scores = score_tracks(pred, gt)
+    if not scores.get("Valid"):
+        raise CellsegError(f"{pred}: not a valid CTC result (py-ctcmetrics' checks failed); export it again with "
+                           f"cellseg export --ctc")
+    if as_json:
+        console.print_json({"result": str(pred), "gt": str(gt), **scores})
+        return
+    names = {"TRA": "TRA (CTC tracking accuracy)", "DET": "DET (detection)", "LNK": "LNK (linking)",
+             "BC(0)": "division F1, exact frame (BC(0))", "BC(2)": "division F1, +-2 frames (BC(2))",
+             "CT": "complete tracks (CT)", "TF": "track fractions (TF)", "CCA": "cell-cycle accuracy (CCA)"}
+    console.table(f"{pred} vs {gt}", ["measure", "value"], [[label, scores.get(k)] for k, label in names.items()]
+                  + [["AOGM (FN x10, FP, NS x5, EA x1.5, ED, EC)", scores.get("AOGM")]])
+
+
+@app.command("track")
+def track_cli(
+    labels: Annotated[Path, typer.Argument(help="Labels to link: a .zarr from cellseg segment, a (T, Y, X) label "
+                                           "TIFF, or a folder of label images in natural order (CTC maskNNN.tif / "
+                                           "man_segNNN.tif, Cellpose _masks.tif).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The tracked OME-Zarr (default: "
+                   "NAME.tracked.zarr next to LABELS, unless only --ctc is given).")] = None,
+    ctc: Annotated[Optional[Path], typer.Option("--ctc", help="Also (or, without -o, only) write a Cell Tracking "
+                   "Challenge result folder: maskNNN.tif + res_track.txt.")] = None,
+    max_distance: MaxDistanceOpt = None,
+    gap_frames: GapFramesOpt = 2,
+    divisions: DivisionsOpt = True,
+    pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Micrometres per pixel (default: "
+                          "the source's metadata).")] = None,
+    frame_interval: FrameIntervalOpt = None,
+    table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Link labelled cells over time into tracks (one id per cell's life, divisions as parent links)."""
+
+    def action() -> None:
+        from . import console
+        from .errors import CellsegError
+        from .tracking.pipeline import track
+
+        if pixel_size is not None and not pixel_size > 0:
+            raise CellsegError(f"--pixel-size {pixel_size}: give micrometres per pixel, a positive number")
+        options = _link_options(max_distance, gap_frames, divisions)
+        with console.progress(f"track {labels.name}", quiet=as_json) as report:
+            result = track(labels, out=out, ctc=ctc, options=options, pixel_size_um=pixel_size,
+                           frame_interval_min=_interval(frame_interval), table_format=table_format.value,
+                           overwrite=overwrite, progress=report)
+        s = result.summary()
+        if as_json:
+            console.print_json(s)
+            return
+        where = ", ".join(str(p) for p in (s["zarr"], s.get("tracks_table"), s["ctc"]) if p)
+        console.info(f"{labels}: {s['frames']} frames, {s['detections']} cells -> {s['tracks']} tracks "
+                     f"({s['divisions']} divisions) in {s['seconds']:.1f} s (linking {s['link_seconds']:.1f} s) "
+                     f"-> {where}")
+
+    _run(action, debug=debug)
+
+
+@app.command("export")
+def export_cli(
+    result: Annotated[Path, typer.Argument(help="A tracked .zarr (cellseg segment --track, or cellseg track).")],
+    ctc: Annotated[Path, typer.Option("--ctc", help="Write a Cell Tracking Challenge result folder here: "
+                   "maskNNN.tif (uint16) + res_track.txt (L B E P).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export a tracked result to other tools' formats."""
+
+    def action() -> None:
+        from . import console
+        from .tracking.pipeline import export_ctc
+
+        with console.progress("export", quiet=as_json) as report:
+            summary = export_ctc(result, ctc, overwrite=overwrite, progress=report)
+        if as_json:
+            console.print_json(summary)
+        else:
+            console.info(f"{result}: {summary['frames']} frames, {summary['tracks']} tracks -> {ctc} (CTC format)")
 
     _run(action, debug=debug)
 
@@ -407,6 +543,10 @@ def overlay_cli(
                   "positives green.")] = None,
     frame: Annotated[Optional[list[int]], typer.Option("--frame", help="Frames to draw (repeatable; default "
                      "all).")] = None,
+    tracks: Annotated[bool, typer.Option("--tracks", help="A tracked result: colour cells by track, draw each "
+                      "track's recent path, and plot the lineage (NAME_lineage.png).")] = False,
+    trail: Annotated[int, typer.Option("--trail", help="With --tracks: frames of path drawn behind each cell.",
+                                       min=0)] = 10,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -416,14 +556,15 @@ def overlay_cli(
         from . import console, pipeline
 
         with console.progress("overlay", quiet=as_json) as report:
-            res = pipeline.overlay(result, out, image=image, gt=gt, frames=frame or None, progress=report)
+            res = pipeline.overlay(result, out, image=image, gt=gt, frames=frame or None, progress=report,
+                                   tracks=tracks, trail=trail)
         summary = {"pngs": [str(p) for p in res.pngs], "gif": str(res.gif) if res.gif else None,
-                   "plot": str(res.plot)}
+                   "plot": str(res.plot), "lineage_plot": str(res.lineage_plot) if res.lineage_plot else None}
         if as_json:
             console.print_json(summary)
         else:
             console.info(f"{len(res.pngs)} PNG overlays in {out}" + (f", animation {res.gif}" if res.gif else "")
-                         + f", plot {res.plot}")
+                         + f", plot {res.plot}" + (f", lineage {res.lineage_plot}" if res.lineage_plot else ""))
 
     _run(action, debug=debug)
 

@@ -62,3 +62,35 @@ def save_gif(frames: list[np.ndarray], path: Path, *, fps: float = 4.0, max_side
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A bright colour of its own for each track id (golden-ratio hues: neighbouring ids differ)."""
+    import colorsys
+
+    hue = (int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def overlay_tracks_frame(image: np.ndarray, labels: np.ndarray, paths: dict[int, list[tuple[float, float]]]) -> np.ndarray:
+    """(Y, X, 3) uint8 RGB: the image in grey, each cell outlined in its track's colour and each track's
+    recent path (``paths[track_id]``: centroids, oldest first, ending at this frame) drawn as a line."""
+    from skimage.draw import line
+    from skimage.segmentation import find_boundaries
+
+    if labels.shape != image.shape[:2]:
+        raise CellsegError(f"labels {labels.shape} and image {image.shape} differ in shape")
+    rgb = np.repeat(to_display(image)[..., None], 3, axis=-1)
+    edges = find_boundaries(labels, mode="inner")
+    ids = labels[edges]
+    for track in np.unique(ids):
+        rgb[tuple(np.argwhere(edges)[ids == track].T)] = track_colour(track)
+    h, w = labels.shape
+    for track, points in paths.items():
+        colour = track_colour(track)
+        for (y0, x0), (y1, x1) in zip(points[:-1], points[1:]):
+            rr, cc = line(int(round(y0)), int(round(x0)), int(round(y1)), int(round(x1)))
+            keep = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+            rgb[rr[keep], cc[keep]] = colour
+    return rgb

@@ -11,6 +11,7 @@ Queues between the stages hold at most two frames, so memory does not grow with 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import queue
 import threading
@@ -55,6 +56,9 @@ class SegmentConfig:
     table_format: str = "csv"
     overwrite: bool = False
     gt: Path | None = None             # ground truth labels to score against (evaluation.open_labels)
+    track: bool = False                # link cells over time: labels hold track ids (see cellsegcli.tracking)
+    link: Any = None                   # tracking.LinkOptions (None: the defaults)
+    frame_interval_min: float | None = None   # minutes between frames (default: from the file's metadata)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class SegmentResult:
     pixel_size_um: float | None = None
     scores: dict[str, Any] | None = None   # evaluation summary when ground truth was given
     scale: float = 1.0                     # frames resized by this for the model (--diameter)
+    tracking: dict[str, Any] | None = None  # with --track: counts and the track tables' paths
 
     @property
     def frames_per_second(self) -> float:
@@ -114,6 +119,7 @@ class SegmentResult:
             "frames_per_second": round(self.frames_per_second, 4),
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
             **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
+            **({"tracks": self.tracking} if self.tracking else {}),
         }
 
 
@@ -330,6 +336,19 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     px = info.pixel_size_um
+    interval = config.frame_interval_min
+    if interval is None and info.frame_interval_s:
+        interval = info.frame_interval_s / 60
+    track_outputs = None
+    if config.track:
+        from .tracking.pipeline import TrackOutputs
+
+        track_outputs = TrackOutputs.for_zarr(outputs.zarr, config.table_format)
+        try:
+            track_outputs.check(config.overwrite)
+        except BaseException:
+            stack.close()
+            raise
     scale = input_scale(mc, config.diameter)
     settings = frame_settings(mc, config, px)
     attributes = {
@@ -338,7 +357,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "threshold": settings.threshold, "seed_threshold": settings.seed_threshold, "min_size": settings.min_size,
         "diameter": config.diameter, "scale": round(scale, 4),
         "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "axes": info.axes, "channel": info.channel, "pixel_size_um": px,
+        "axes": info.axes, "channel": info.channel, "pixel_size_um": px, "frame_interval_min": interval,
     }
     if model.members:
         attributes["ensemble"] = mc.training["ensemble"]
@@ -351,7 +370,18 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                f"(roughly {n * per_pass * info.shape[0] * info.shape[1] / 1024**2:.0f} s per frame on 2 CPU cores); "
                f"press Ctrl-C and pass --tta none for speed")
     counts: list[int] = []
-    with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
+    recorder = None
+    if config.track:
+        from .tracking import LinkOptions
+        from .tracking.pipeline import TrackRecorder
+
+        try:
+            recorder = TrackRecorder(info.n_frames, config.link or LinkOptions(), outputs.cells.parent)
+        except BaseException:
+            stack.close()
+            raise
+    spool = contextlib.closing(recorder) if recorder is not None else contextlib.nullcontext()
+    with stack, spool, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
                               image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
                               save_probabilities=config.save_probabilities, attributes=attributes,
                               overwrite=config.overwrite) as zarr_out, \
@@ -359,7 +389,10 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             TableWriter(outputs.frames, format=config.table_format, overwrite=config.overwrite) as frames_out:
 
         def record(cells: dict, row: dict, n_cells: int) -> None:
-            cells_out.append(cells)
+            if recorder is not None:
+                recorder.record(len(counts), cells)
+            else:
+                cells_out.append(cells)
             frames_out.append({k: [v] for k, v in row.items()})
             counts.append(n_cells)
             if progress is not None:
@@ -372,13 +405,29 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         else:
             _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify, started, device,
                           info.n_frames)
+        tracking = None
+        if recorder is not None:
+            from .tracking.pipeline import tracking_attributes, write_track_tables
+
+            tracks = recorder.finish(zarr_out, cells_out)
+            zarr_out.write_tracks(tracks.lineage)
+            write_track_tables(track_outputs, recorder.detections, tracks, pixel_size_um=px,
+                               frame_interval_min=interval, table_format=config.table_format,
+                               overwrite=config.overwrite)
+            tracking = {**tracking_attributes(tracks, config.link or LinkOptions(), recorder.link_seconds),
+                        "tracks_table": str(track_outputs.tracks), "napari_tracks": str(track_outputs.napari),
+                        "lineage": str(track_outputs.lineage)}
         seconds = time.monotonic() - started
         cells_out.commit()
         frames_out.commit()
-        zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts))})
+        extra = {"seconds": round(seconds, 3), "cells_total": int(sum(counts))}
+        if tracking:
+            extra["tracking"] = {k: v for k, v in tracking.items() if k not in ("tracks_table", "napari_tracks",
+                                                                                "lineage")}
+        zarr_out.commit(extra)
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
-                           scale=scale)
+                           scale=scale, tracking=tracking)
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result
@@ -451,11 +500,15 @@ class OverlayResult:
     pngs: list[Path]
     gif: Path | None
     plot: Path
+    lineage_plot: Path | None = None
 
 
 def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | None = None,
-            frames: list[int] | None = None, progress: Progress | None = None) -> OverlayResult:
-    """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result."""
+            frames: list[int] | None = None, progress: Progress | None = None, tracks: bool = False,
+            trail: int = 10) -> OverlayResult:
+    """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result;
+    with ``tracks`` (a tracked result), cells coloured by track with their last ``trail`` frames' path,
+    and a lineage plot."""
     import zarr
 
     from .evaluation import annotated_in_place, open_labels
@@ -465,6 +518,19 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
     from .overlay import overlay_frame, save_gif, save_png
     from .plots import plot_timecourse
 
+    lineage = None
+    if tracks:
+        from .io.omezarr import read_lineage
+
+        if gt is not None:
+            raise CellsegError("--tracks draws tracks, --gt draws errors: give one of them")
+        try:
+            lineage = read_lineage(result) if result.suffix == ".zarr" else None
+        except Exception:   # not a zarr group
+            lineage = None
+        if lineage is None:
+            raise CellsegError(f"{result}: holds no tracks; run `cellseg track {result}` (or segment with --track) "
+                               f"first")
     labels = open_labels(result)
     if image is not None:
         stack = open_stack(image)
@@ -485,13 +551,21 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
         if bad:
             raise CellsegError(f"--frame {bad[0]}: {result} has frames 0..{len(labels) - 1}")
         name = result.name.removesuffix(".zarr")
+        history = _track_history(labels, max(chosen) + 1) if lineage is not None else None
         pngs, rgbs, table, jaccard = [], [], {"frame": [], "cell_count": [], "confluence_percent": []}, []
         for i, t in enumerate(chosen):
             lab = labels.frame(t)
             g = truth.frame(t) if truth is not None else None
             if g is not None and sparse and not g.any():
                 g = None   # not annotated: outlines only, no false positives drawn
-            rgb = overlay_frame(get_image(t), lab, g)
+            if history is not None:
+                from .overlay import overlay_tracks_frame
+
+                present = set(np.unique(lab).tolist()) - {0}
+                paths = {k: [(y, x) for s, y, x in v if t - trail <= s <= t] for k, v in history.items() if k in present}
+                rgb = overlay_tracks_frame(get_image(t), lab, paths)
+            else:
+                rgb = overlay_frame(get_image(t), lab, g)
             pngs.append(save_png(rgb, out / f"{name}_t{t:04d}.png"))
             if len(chosen) > 1:
                 rgbs.append(rgb)
@@ -505,9 +579,26 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
         gif = save_gif(rgbs, out / f"{name}.gif") if rgbs else None
         plot = plot_timecourse(table, out / f"{name}_timecourse.png", jaccard=jaccard if truth else None,
                                title=name)
+        lineage_plot = None
+        if lineage is not None:
+            from .plots import plot_lineage
+
+            lineage_plot = plot_lineage(lineage, out / f"{name}_lineage.png", title=name)
     finally:
         labels.close()
         close_image()
         if truth is not None:
             truth.close()
-    return OverlayResult(pngs, gif, plot)
+    return OverlayResult(pngs, gif, plot, lineage_plot)
+
+
+def _track_history(labels, n_frames: int) -> dict[int, list[tuple[int, float, float]]]:
+    """``{track_id: [(frame, y, x), ...]}`` over the first ``n_frames`` frames of tracked labels."""
+    from .tracking import detect
+
+    history: dict[int, list[tuple[int, float, float]]] = {}
+    for t in range(n_frames):
+        d = detect(labels.frame(t), t)
+        for k, y, x in zip(d.label.tolist(), d.y.tolist(), d.x.tolist()):
+            history.setdefault(k, []).append((t, y, x))
+    return history

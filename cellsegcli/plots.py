@@ -63,3 +63,58 @@ def plot_timecourse(frames: dict[str, list], path: Path, *, jaccard: list[float]
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_lineage(lineage, path: Path, *, title: str = "", max_tracks: int = 400) -> Path:
+    """Lineage trees: one horizontal bar per track from its first to its last frame, daughters next to
+    their mother and joined to her end; ``lineage`` rows are ``track_id, first, last, parent``. Past
+    ``max_tracks`` only the longest-lived trees are drawn (the title says so)."""
+    import numpy as np
+
+    plt = _pyplot()
+    from .overlay import track_colour
+
+    rows = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in np.asarray(lineage).reshape(-1, 4)}
+    children: dict[int, list[int]] = {}
+    for track, (_, _, parent) in rows.items():
+        if parent in rows:
+            children.setdefault(parent, []).append(track)
+    roots = [t for t, (_, _, p) in rows.items() if p not in rows]
+
+    def subtree(t):
+        out = [t]
+        for c in sorted(children.get(t, [])):
+            out += subtree(c)
+        return out
+
+    def span(t):
+        return max(rows[n][1] for n in subtree(t)) - rows[t][0]
+
+    roots.sort(key=lambda t: (-span(t), t))
+    order, shown = [], 0
+    for r in roots:
+        tree = subtree(r)
+        if order and shown + len(tree) > max_tracks:
+            break
+        order += tree
+        shown += len(tree)
+    y = {t: i for i, t in enumerate(order)}
+    fig, ax = plt.subplots(figsize=(8, max(2.5, min(0.06 * len(order) + 1.5, 30))), dpi=100)
+    for t in order:
+        first, last, parent = rows[t]
+        colour = tuple(v / 255 for v in track_colour(t))
+        ax.plot([first, last + 1], [y[t], y[t]], color=colour, lw=2, solid_capstyle="butt")
+        if parent in y:
+            ax.plot([rows[parent][1] + 1, first], [y[parent], y[t]], color="0.5", lw=0.8)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("track")
+    ax.set_yticks([])
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    note = f" ({len(order)} of {len(rows)} tracks)" if len(order) < len(rows) else f" ({len(rows)} tracks)"
+    ax.set_title((title or "lineage") + note)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

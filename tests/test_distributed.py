@@ -120,3 +120,17 @@ def test_a_worker_refuses_weights_that_differ_from_the_clients(model_dir):
 
     with pytest.raises(CellsegError, match="differ from the client's"):
         _model(str(model_dir), "0" * 64, torch.device("cpu"))
+
+
+def test_tracking_on_the_client_gives_the_same_tracks_as_one_process(tmp_path, model_dir, client):
+    src = _disks(tmp_path / "movie.tif")
+    config = pipeline.SegmentConfig(model=str(model_dir), device="cpu", tile=64, track=True)
+    here = pipeline.segment(src, config, out=tmp_path / "here")
+    there = pipeline.segment(src, config, out=tmp_path / "there", scheduler=client, frames_per_task=3)
+    assert here.tracking["tracks"] == there.tracking["tracks"]
+    a = zarr.open_group(tmp_path / "here" / "movie.zarr", mode="r")
+    b = zarr.open_group(tmp_path / "there" / "movie.zarr", mode="r")
+    np.testing.assert_array_equal(a["labels/cells/0"][:], b["labels/cells/0"][:])
+    np.testing.assert_array_equal(a["tracks/lineage"][:], b["tracks/lineage"][:])
+    for table in ("movie.cells.csv", "movie.tracks.csv", "movie.napari-tracks.csv", "movie.lineage.json"):
+        assert (tmp_path / "there" / table).read_text() == (tmp_path / "here" / table).read_text()

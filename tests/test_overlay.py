@@ -72,3 +72,31 @@ def test_overlay_without_image_asks_for_one(tmp_path):
     root.create_array("labels/cells/0", data=np.zeros((1, 8, 8), np.uint32))
     result = CliRunner().invoke(app, ["overlay", str(tmp_path / "r.zarr")])
     assert result.exit_code == 1 and "--image" in result.stderr
+
+
+def test_tracks_are_drawn_in_one_colour_per_track_with_their_path_and_a_lineage_plot(tmp_path):
+    from cellsegcli.overlay import overlay_tracks_frame, track_colour
+
+    image = np.full((40, 60), 100, np.uint16)
+    frames = np.zeros((4, 40, 60), np.uint32)
+    for t in range(4):
+        frames[t, 10:18, 5 + 8 * t:13 + 8 * t] = 1      # track 1 moves right
+        frames[t, 25:33, 40:48] = 2                     # track 2 stays
+    rgb = overlay_tracks_frame(image, frames[3], {1: [(14.0, 8.5 + 8 * s) for s in range(4)], 2: [(28.5, 43.5)]})
+    assert tuple(rgb[10, 31]) == track_colour(1) and tuple(rgb[25, 44]) == track_colour(2)
+    assert tuple(rgb[14, 12]) == track_colour(1)          # the path, left behind the cell
+    assert track_colour(1) != track_colour(2)
+    root = zarr.open_group(tmp_path / "r.zarr", mode="w")
+    root.create_array("0", data=np.stack([image] * 4))
+    root.create_array("labels/cells/0", data=frames)
+    runner = CliRunner()
+    result = runner.invoke(app, ["overlay", str(tmp_path / "r.zarr"), "--tracks", "-o", str(tmp_path / "ov")])
+    assert result.exit_code == 1 and "cellseg track" in result.output    # not tracked yet
+    assert runner.invoke(app, ["track", str(tmp_path / "r.zarr"), "-o", str(tmp_path / "t.zarr")]).exit_code == 0
+    result = runner.invoke(app, ["overlay", str(tmp_path / "t.zarr"), "--tracks", "-o", str(tmp_path / "ov"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "ov" / "t_lineage.png") as plot:
+        assert plot.size[0] > 600
+    with Image.open(tmp_path / "ov" / "t_t0003.png") as png:
+        assert tuple(np.array(png)[14, 12]) == track_colour(1)   # centroid row 13.5 rounds to 14

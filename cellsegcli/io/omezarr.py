@@ -9,6 +9,8 @@ Layout of ``NAME.zarr`` (T frames of Y x X pixels)::
           0                    (T, Y, X) uint32        instance labels, 0 = background
       probabilities/           group: NGFF image "probabilities" (only with save_probabilities)
         0                      (T, Y, X) uint8         cell probability x 255, rounded
+      tracks/                  group (only for tracked results: cellseg segment --track, cellseg track)
+        lineage                (M, 4) int64            track_id, first_frame, last_frame, parent_id
 
 Every array has one chunk per frame, ``(1, Y, X)``, Zarr v3's default codecs (``bytes`` little
 endian + ``zstd`` level 0), fill value 0 and ``dimension_names`` ``("t", "y", "x")``; no sharding,
@@ -45,6 +47,7 @@ NGFF_VERSION = "0.5"
 LABEL_NAME = "cells"
 PROBABILITY_SCALE = 255  # stored uint8 value = round(probability * 255)
 IMAGE_PATH, LABELS_PATH, PROBABILITIES_PATH = "0", f"labels/{LABEL_NAME}/0", "probabilities/0"
+LINEAGE_PATH, LINEAGE_COLUMNS = "tracks/lineage", ("track_id", "first_frame", "last_frame", "parent_id")
 
 
 def multiscales(name: str, pixel_size_um: float | None) -> list[dict]:
@@ -250,6 +253,28 @@ class OmeZarrWriter(AtomicOutput):
             raise RuntimeError(f"frame {t} written twice")
         self._written[t] = True
 
+    def map_labels(self, t: int, table: np.ndarray) -> None:
+        """Replace frame ``t``'s labels by ``table[labels]`` (e.g. per-frame ids -> track ids); the frame
+        must have been written."""
+        self._check_open("map_labels")
+        if not self._written[t]:
+            raise RuntimeError(f"frame {t} relabelled before it was written")
+        with self._on_os_error():
+            self._labels[t] = np.asarray(table)[np.asarray(self._labels[t])].astype(np.uint32)
+
+    def write_tracks(self, lineage: np.ndarray, attributes: dict | None = None) -> None:
+        """Store the tracks' lineage, ``(M, 4)`` rows of ``track_id, first_frame, last_frame, parent_id``,
+        as ``tracks/lineage`` (``attributes`` go to the ``tracks`` group)."""
+        self._check_open("write_tracks")
+        lineage = np.asarray(lineage, np.int64).reshape(-1, 4)
+        with self._on_os_error():
+            group = self._root.create_group("tracks", attributes=as_json(
+                {"columns": list(LINEAGE_COLUMNS), **(attributes or {})}))
+            array = group.create_array("lineage", shape=lineage.shape, chunks=(max(len(lineage), 1), 4),
+                                       dtype=np.int64, fill_value=0, dimension_names=("track", "field"))
+            if len(lineage):
+                array[:] = lineage
+
     def commit(self, extra_attributes: dict | None = None) -> Path:
         """Finish the store: record ``extra_attributes`` and ``"complete": True``, then rename it to ``path``.
 
@@ -289,6 +314,14 @@ class OmeZarrWriter(AtomicOutput):
         if self._state != "committed":
             self._state = "aborted"
             remove_path(self.temp_path)
+
+
+def read_lineage(path: Path) -> np.ndarray | None:
+    """The ``(M, 4)`` lineage of a tracked cellseg result, or None when it holds no tracks."""
+    root = zarr.open_group(Path(path), mode="r")
+    if LINEAGE_PATH not in root:
+        return None
+    return np.asarray(root[LINEAGE_PATH][:], np.int64).reshape(-1, 4)
 
 
 def encode_frame(shape: tuple[int, int], labels: np.ndarray, *, image: np.ndarray | None,

@@ -54,6 +54,7 @@ class StackInfo:
     dtype : dtype of the frames as returned (native byte order).
     channel : channel picked; None when the data have no C axis and none was picked.
     pixel_size_um : micrometres per pixel; None when unknown.
+    frame_interval_s : seconds between frames (OME ``TimeIncrement``, ImageJ ``finterval``); None when unknown.
     """
 
     path: Path
@@ -63,6 +64,7 @@ class StackInfo:
     dtype: np.dtype
     channel: int | None
     pixel_size_um: float | None
+    frame_interval_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class _Source:
     axes: str
     pixel_size_um: float | None
     close: Callable[[], None]
+    frame_interval_s: float | None = None
 
 
 class Stack:
@@ -220,6 +223,7 @@ def open_stack(
         dtype=np.dtype(source.array.dtype).newbyteorder("="),
         channel=selection.channel,
         pixel_size_um=pixel_size if pixel_size is not None else source.pixel_size_um,
+        frame_interval_s=source.frame_interval_s,
     )
     return Stack(info, source.array, selection, source.close)
 
@@ -379,7 +383,32 @@ def _open_tiff(path: Path) -> _Source:
         store.close()
         tif.close()
 
-    return _Source(array, series.axes, _tiff_pixel_size(tif), close)
+    return _Source(array, series.axes, _tiff_pixel_size(tif), close, _tiff_frame_interval(tif))
+
+
+_S_PER_UNIT = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "minute": 60.0,
+               "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def _tiff_frame_interval(tif: Any) -> float | None:
+    """Seconds between frames from OME (``TimeIncrement`` + unit) or ImageJ (``finterval`` in ``tunit``)."""
+    try:
+        if tif.is_ome:
+            pixels = ET.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+            if pixels is None or pixels.get("TimeIncrement") is None:
+                return None
+            value, unit = float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s")
+        elif tif.is_imagej:
+            meta = tif.imagej_metadata or {}
+            if meta.get("finterval") is None:
+                return None
+            value, unit = float(meta["finterval"]), meta.get("tunit", "sec")
+        else:
+            return None
+    except (ET.ParseError, ValueError, TypeError):
+        return None
+    factor = _S_PER_UNIT.get(str(unit).strip().lower())
+    return value * factor if factor is not None and np.isfinite(value) and value > 0 else None
 
 
 def _tiff_pixel_size(tif: Any) -> float | None:
