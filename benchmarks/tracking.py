@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--cells", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--divisions-first", action="store_true", help="LinkOptions(divisions_first=True)")
     args = parser.parse_args()
     rows = []
     link(simulate(3, 5, args.seed)[0])   # imports (laptrack, networkx, pandas) outside the timings
@@ -102,7 +103,7 @@ def main() -> None:
         detections, truth, divisions = simulate(frames, args.cells, args.seed)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        tracks = link(detections, LinkOptions())
+        tracks = link(detections, LinkOptions(divisions_first=args.divisions_first))
         seconds = time.perf_counter() - started
         grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
         n = sum(len(d) for d in detections)

@@ -201,16 +201,21 @@ GapFramesOpt = Annotated[int, typer.Option("--gap-frames", help="Tracking: frame
                          "its track.")]
 DivisionsOpt = Annotated[bool, typer.Option("--divisions/--no-divisions", help="Tracking: detect divisions "
                          "(daughters start new tracks whose parent is the mother's).")]
+DivisionsFirstOpt = Annotated[bool, typer.Option("--divisions-first", help="Tracking: find divisions before "
+                              "closing gaps (for movies whose mitotic cells the model misses for a frame or two "
+                              "before they divide; slower, and more false divisions where cells are missed at "
+                              "random).")]
 FrameIntervalOpt = Annotated[Optional[str], typer.Option("--frame-interval", help="Time between frames, e.g. 5min, "
                              "30s, 0.5h (default: the file's metadata); speeds are then in um/min.")]
 
 
-def _link_options(max_distance: Optional[float], gap_frames: int, divisions: bool):
+def _link_options(max_distance: Optional[float], gap_frames: int, divisions: bool, divisions_first: bool = False):
     from .errors import CellsegError
     from .tracking import LinkOptions
 
     try:
-        return LinkOptions(max_distance=max_distance, gap_frames=gap_frames, divisions=divisions)
+        return LinkOptions(max_distance=max_distance, gap_frames=gap_frames, divisions=divisions,
+                           divisions_first=divisions_first)
     except ValueError as exc:
         raise CellsegError(f"--max-distance/--gap-frames: {exc}") from None
 
@@ -283,6 +288,7 @@ def segment_cli(
     max_distance: MaxDistanceOpt = None,
     gap_frames: GapFramesOpt = 2,
     divisions: DivisionsOpt = True,
+    divisions_first: DivisionsFirstOpt = False,
     frame_interval: FrameIntervalOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -293,7 +299,7 @@ def segment_cli(
         from . import console, pipeline
         from .errors import CellsegError
 
-        link = _link_options(max_distance, gap_frames, divisions) if track else None
+        link = _link_options(max_distance, gap_frames, divisions, divisions_first) if track else None
         config = pipeline.SegmentConfig(
             model=model[0] if len(model) == 1 else tuple(model), tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
@@ -431,6 +437,7 @@ def track_cli(
     max_distance: MaxDistanceOpt = None,
     gap_frames: GapFramesOpt = 2,
     divisions: DivisionsOpt = True,
+    divisions_first: DivisionsFirstOpt = False,
     pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Micrometres per pixel (default: "
                           "the source's metadata).")] = None,
     frame_interval: FrameIntervalOpt = None,
@@ -448,7 +455,7 @@ def track_cli(
 
         if pixel_size is not None and not pixel_size > 0:
             raise CellsegError(f"--pixel-size {pixel_size}: give micrometres per pixel, a positive number")
-        options = _link_options(max_distance, gap_frames, divisions)
+        options = _link_options(max_distance, gap_frames, divisions, divisions_first)
         with console.progress(f"track {labels.name}", quiet=as_json) as report:
             result = track(labels, out=out, ctc=ctc, options=options, pixel_size_um=pixel_size,
                            frame_interval_min=_interval(frame_interval), table_format=table_format.value,

@@ -409,6 +409,9 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         if recorder is not None:
             from .tracking.pipeline import tracking_attributes, write_track_tables
 
+            if notify is not None:
+                notify(f"linking {int(sum(counts))} cells over {info.n_frames} frames into tracks, then "
+                       f"relabelling the frames")
             tracks = recorder.finish(zarr_out, cells_out)
             zarr_out.write_tracks(tracks.lineage)
             write_track_tables(track_outputs, recorder.detections, tracks, pixel_size_um=px,

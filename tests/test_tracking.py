@@ -85,12 +85,13 @@ def test_moving_disks_keep_one_id_each():
     assert sorted(tracks.lineage[:, 1:].tolist()) == [[0, 11, 0], [0, 11, 0]]
 
 
-def test_a_division_ends_the_mother_and_starts_two_daughters():
+@pytest.mark.parametrize("first", [False, True])
+def test_a_division_ends_the_mother_and_starts_two_daughters(first):
     mother = {t: (40, 30 + 2 * t) for t in range(6)}
-    a = {t: (40 - 8, 40 + 2 * (t - 6)) for t in range(6, 12)}
+    a = {t: (40 - 8, 40 + 2 * (t - 6)) for t in range(6, 12) if t != 8}   # missed on frame 8
     b = {t: (40 + 8, 40 + 2 * (t - 6)) for t in range(6, 12)}
     labels = movie({0: mother, 1: a, 2: b}, 12)
-    detections, tracks = tracks_of(labels)
+    detections, tracks = tracks_of(labels, divisions_first=first)
     m = identity_at(labels, detections, tracks, 0, *mother[0])
     da, db = (identity_at(labels, detections, tracks, 6, *d[6]) for d in (a, b))
     rows = {int(r[0]): r[1:].tolist() for r in tracks.lineage}
@@ -418,3 +419,17 @@ def test_linking_the_ctc_truth_masks_scores_tra_above_0_99(shared_data, tmp_path
     assert result.exit_code == 0, result.output
     s = score(tmp_path / "RES", gt)
     assert s["Valid"] == 1 and s["DET"] == pytest.approx(1.0) and s["TRA"] >= 0.99
+
+
+def test_ctc_named_files_are_placed_by_their_frame_number(tmp_path):
+    """A CTC truth annotated on some frames only: the number in the name is the frame, the rest are empty."""
+    _, _, labels = _truth_movie()
+    (tmp_path / "SEG").mkdir()
+    for t in (0, 1, 3):
+        tifffile.imwrite(tmp_path / "SEG" / f"man_seg{t:03d}.tif", labels[t])
+    result = runner.invoke(app, ["track", str(tmp_path / "SEG"), "--ctc", str(tmp_path / "RES"), "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["frames"] == 4 and s["empty_frames_without_file"] == [2]
+    assert not tifffile.imread(tmp_path / "RES" / "mask002.tif").any()
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "RES" / "mask003.tif") > 0, labels[3] > 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -228,6 +229,34 @@ class _Movie:
     pixel_size_um: float | None = None
     frame_interval_min: float | None = None
     attributes: dict = field(default_factory=dict)
+    files: list[int | None] | None = None   # frame t -> index into labels (None: no file, an empty frame)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.files) if self.files is not None else len(self.labels)
+
+    @property
+    def missing(self) -> list[int]:
+        return [t for t, i in enumerate(self.files or []) if i is None]
+
+
+CTC_NAME = re.compile(r"^(?:mask|man_seg|man_track)_?(\d+)$")
+
+
+def ctc_frames(names: list[str]) -> list[int | None] | None:
+    """Frame t -> file index for CTC-named files (``maskNNN``, ``man_segNNN``, ``man_trackNNN``: the number
+    is the frame; frames without a file are empty, as in a CTC truth annotated on some frames only);
+    None for other names (natural order, one file per frame)."""
+    numbers = [CTC_NAME.match(n) for n in names]
+    if not all(numbers):
+        return None
+    frames = [int(m.group(1)) for m in numbers]
+    if len(set(frames)) != len(frames):
+        return None
+    files: list[int | None] = [None] * (max(frames) + 1)
+    for i, t in enumerate(frames):
+        files[t] = i
+    return files
 
 
 def _open_movie(source: Path) -> _Movie:
@@ -240,6 +269,8 @@ def _open_movie(source: Path) -> _Movie:
                            f"of label images")
     first = np.asarray(labels.frame(0))
     movie = _Movie(labels, tuple(first.shape))
+    if source.is_dir() and not (source / "zarr.json").is_file():
+        movie.files = ctc_frames(labels.names)
     if source.suffix == ".zarr" or (source / "zarr.json").is_file():
         import zarr
 
@@ -266,8 +297,11 @@ def _open_movie(source: Path) -> _Movie:
 
 
 def _frame(movie: _Movie, t: int) -> np.ndarray:
-    labels = np.asarray(movie.labels.frame(t))
-    where = f"{movie.labels.path}: frame {t} ({movie.labels.names[t]})"
+    i = t if movie.files is None else movie.files[t]
+    if i is None:
+        return np.zeros(movie.shape, np.uint32)
+    labels = np.asarray(movie.labels.frame(i))
+    where = f"{movie.labels.path}: frame {t} ({movie.labels.names[i]})"
     if labels.shape != movie.shape:
         raise CellsegError(f"{where} is {labels.shape[0]}x{labels.shape[1] if labels.ndim > 1 else ''} but frame 0 "
                            f"is {movie.shape[0]}x{movie.shape[1]}; every frame of a movie must have one size")
@@ -309,7 +343,7 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
     movie = _open_movie(source)
     px = pixel_size_um if pixel_size_um is not None else movie.pixel_size_um
     interval = frame_interval_min if frame_interval_min is not None else movie.frame_interval_min
-    n = len(movie.labels)
+    n = movie.n_frames
     total = 2 * n + (n if ctc is not None else 0)
     try:
         detections = []
@@ -362,7 +396,8 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
         movie.labels.close()
     return TrackResult(source, out, ctc, track_out, cells_path, n, movie.shape, sum(len(d) for d in detections),
                        tracks.n_tracks, tracks.n_divisions, tracks.diameter, tracks.max_distance,
-                       time.monotonic() - started, link_seconds, px, interval)
+                       time.monotonic() - started, link_seconds, px, interval,
+                       extra={"empty_frames_without_file": movie.missing} if movie.missing else {})
 
 
 # --- cellseg export --ctc, cellseg evaluate --tracks --------------------------------------------------
