@@ -25,7 +25,9 @@ from skimage.measure import label as _label
 from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
-__all__ = ["clean_instances", "fill_holes", "interior_target", "label_instances"]
+__all__ = ["clean_instances", "fill_holes", "interior_target", "label_instances", "label_instances_reference"]
+
+_EIGHT = np.ones((3, 3), bool)
 
 
 def label_instances(
@@ -40,6 +42,118 @@ def label_instances(
     holes: bool = False,
 ) -> np.ndarray:
     """Split a foreground probability map into cell instances.
+
+    Parameters
+    ----------
+    foreground : (Y, X) float array
+        Cell probability in [0, 1]; pixels with ``foreground >= threshold`` form the cell mask.
+    interior : (Y, X) float array, optional
+        Cell-interior probability in [0, 1] (channel 1 of cellseg's models). The 8-connected blobs of
+        ``interior >= seed_threshold`` inside the mask seed a watershed of ``-interior`` restricted to
+        the mask; mask components that hold no seed become one instance each. Without it, the seeds
+        are the h-maxima of the mask's smoothed distance transform (see ``cell_radius``).
+    threshold : float
+        Foreground probability at or above which a pixel belongs to a cell.
+    seed_threshold : float
+        Interior probability at or above which a pixel is a seed pixel.
+    min_size : int
+        Instances with fewer pixels than this (after separation) are removed.
+    min_seed_size : int
+        Seeds with fewer pixels than this are ignored (specks of the interior map would each split
+        off a piece of their cell).
+    cell_radius : float, optional
+        Distance-transform fallback only: the typical radius of a cell in pixels. It sets both the
+        smoothing (sigma = 0.15 r) and the depth (h = 0.15 r) a maximum of the distance transform needs
+        to seed a cell. Default: the median, over the mask's connected components, of the largest
+        inscribed radius.
+    holes : bool
+        Keep holes in instances. By default whatever an instance encloses (background where the
+        foreground map dips, at nucleoli say, or small instances seeded there) becomes part of it
+        (:func:`fill_holes`); models trained on annotations with holes set ``holes`` in their config.
+
+    Returns
+    -------
+    (Y, X) uint32 array
+        Instance labels numbered 1..N, 0 is background.
+
+    Notes
+    -----
+    The labels are those of :func:`label_instances_reference` (the watershed over the whole frame),
+    computed one connected component of the mask at a time inside its bounding box: a component with no
+    seed is one instance, one with a single seed is that seed's instance, and only components with
+    several seeds are flooded. Most of a frame is background and most components hold one cell, so on a
+    2568x1912 phase-contrast frame this is about 6x faster; ids come in the same order. Watershed ties
+    may resolve differently inside a box than in the whole frame (none did on the frames measured).
+    """
+    foreground = np.asarray(foreground)
+    if foreground.ndim != 2:
+        raise ValueError(f"foreground must be a (Y, X) array, got shape {foreground.shape}")
+    if interior is None:
+        return label_instances_reference(foreground, None, threshold=threshold, min_size=min_size,
+                                         cell_radius=cell_radius, holes=holes)
+    interior = np.asarray(interior, dtype=np.float32)
+    if interior.shape != foreground.shape:
+        raise ValueError(f"interior shape {interior.shape} differs from foreground {foreground.shape}")
+    mask = foreground >= threshold
+    labels = _seeded_growth(mask, interior, seed_threshold, min_seed_size)
+    if not holes:
+        labels = fill_holes(labels)
+    return _sequential(labels, min_size)
+
+
+def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float, min_seed_size: int) -> np.ndarray:
+    """The reference's watershed and orphan instances, one mask component at a time: a lookup gives the
+    components with no seed (a new id each, after all seeds, in component order) or one seed (its id);
+    only components with several seeds are flooded, inside their boxes."""
+    seeds, n_seeds = ndi.label((interior >= seed_threshold) & mask, _EIGHT)
+    kept = np.bincount(seeds.ravel(), minlength=n_seeds + 1) >= max(min_seed_size, 1)   # seeds big enough
+    kept[0] = False
+    components, n_components = ndi.label(mask, _EIGHT)
+    component_of = np.zeros(n_seeds + 1, np.int64)        # a seed lies in one component of the mask
+    seeded = seeds > 0
+    component_of[seeds[seeded]] = components[seeded]
+    ids = np.flatnonzero(kept)
+    per_component = np.bincount(component_of[ids], minlength=n_components + 1)
+    lookup = np.zeros(n_components + 1, np.int32)
+    single = per_component[component_of[ids]] == 1
+    lookup[component_of[ids[single]]] = ids[single]
+    orphans = np.flatnonzero(per_component[1:] == 0) + 1
+    lookup[orphans] = int(ids.max(initial=0)) + 1 + np.arange(len(orphans))
+    out = lookup[components]
+    several = np.flatnonzero(per_component > 1)
+    if len(several):
+        boxes = ndi.find_objects(components)
+        for c in several:
+            box = boxes[c - 1]
+            own = components[box] == c
+            inside = np.where(own & kept[seeds[box]], seeds[box], 0)
+            out[box][own] = watershed(-interior[box], inside, mask=own, connectivity=2)[own]
+    return out
+
+
+def _sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """``labels`` without the ids of fewer than ``min_size`` pixels, renumbered 1..N in the order of their
+    ids, as uint32 (``_drop_small`` + ``relabel_sequential`` in one pass)."""
+    present = np.bincount(labels.ravel()) >= max(min_size, 1)
+    present[0] = False
+    lookup = np.cumsum(present).astype(np.uint32)
+    lookup[~present] = 0
+    return lookup[labels]
+
+
+def label_instances_reference(
+    foreground: np.ndarray,
+    interior: np.ndarray | None = None,
+    *,
+    threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 0,
+    min_seed_size: int = 16,
+    cell_radius: float | None = None,
+    holes: bool = False,
+) -> np.ndarray:
+    """Split a foreground probability map into cell instances: the watershed over the whole frame, kept
+    as the reference :func:`label_instances` is tested and timed against (same parameters and result).
 
     Parameters
     ----------
@@ -113,10 +227,25 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
         if box is None:
             continue
         own = out[box] == i   # of `out`, so an inner instance processed before its host is still swallowed
-        hole = ndi.binary_fill_holes(own) & ~own
-        if hole.any():
+        hole = _enclosed(own)
+        if hole is not None:
             out[box][hole] = i
     return out
+
+
+def _enclosed(own: np.ndarray) -> np.ndarray | None:
+    """Pixels of a box that ``own`` encloses (``binary_fill_holes(own) & ~own``: the 4-connected pieces of
+    the rest that do not touch the box's edge), or None when there are none."""
+    rest, n = ndi.label(~own)
+    if n == 0:
+        return None
+    edge = np.zeros(n + 1, bool)
+    for side in (rest[0], rest[-1], rest[:, 0], rest[:, -1]):
+        edge[side] = True
+    if edge[1:].all():
+        return None
+    edge[0] = True
+    return ~edge[rest]
 
 
 def count_holed(labels: np.ndarray, *, min_fraction: float = 0.01) -> tuple[int, int]:

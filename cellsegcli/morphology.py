@@ -89,16 +89,8 @@ def cell_table(
     if image is not None:
         values = np.asarray(image)[inside].astype(np.float64)
         table["mean_intensity"][:] = np.bincount(index, values, minlength=n + 1)[1:] / np.maximum(area, 1)
-    for i, box in enumerate(ndi.find_objects(dense)):  # shape columns: one cell at a time, in its box
-        rows, cols = box
-        table["bbox_y0"][i], table["bbox_x0"][i] = rows.start, cols.start
-        table["bbox_y1"][i], table["bbox_x1"][i] = rows.stop, cols.stop
-        mask = dense[box] == i + 1
-        table["perimeter"][i] = perimeter_crofton(mask, directions=4)
-        table["solidity"][i] = area[i] / _convex_pixel_count(mask)
-        major, minor, table["orientation"][i] = _ellipse(mask)
-        table["major_axis_length"][i], table["minor_axis_length"][i] = major, minor
-        table["eccentricity"][i] = np.sqrt(1 - (minor / major) ** 2) if major > 0 else 0.0
+    for name, values in _shape_columns(dense, n).items():   # one cell at a time, in its box
+        table[name][:] = values
     px = np.nan if pixel_size_um is None else float(pixel_size_um)
     table["area_um2"][:] = area * px**2
     for name, source in [("perimeter_um", "perimeter"), ("centroid_y_um", "centroid_y"),
@@ -106,6 +98,28 @@ def cell_table(
                          ("minor_axis_um", "minor_axis_length")]:  # fmt: skip
         table[name][:] = table[source] * px
     return table
+
+
+SHAPE_COLUMNS = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "perimeter", "solidity", "major_axis_length",
+                 "minor_axis_length", "orientation", "eccentricity")
+
+def _shape_columns(dense: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Boxes, perimeters, solidities and ellipses, one cell at a time in its box (scikit-image's
+    ``perimeter_crofton``; :func:`_convex_pixel_count`; :func:`_ellipse`). Whole-frame bincount versions
+    of these were measured slower on 2568x1912 phase-contrast frames (324 cells of ~6,000 px: 0.29 s
+    vs 0.21 s on one core): a dozen passes over all cell pixels cost more than 324 small boxes."""
+    out = {name: np.zeros(n, np.int64 if name.startswith("bbox") else np.float64) for name in SHAPE_COLUMNS}
+    for i, box in enumerate(ndi.find_objects(dense)):
+        rows, cols = box
+        out["bbox_y0"][i], out["bbox_x0"][i], out["bbox_y1"][i], out["bbox_x1"][i] = (rows.start, cols.start,
+                                                                                        rows.stop, cols.stop)
+        mask = dense[box] == i + 1
+        out["perimeter"][i] = perimeter_crofton(mask, directions=4)
+        out["solidity"][i] = mask.sum() / _convex_pixel_count(mask)
+        major, minor, out["orientation"][i] = _ellipse(mask)
+        out["major_axis_length"][i], out["minor_axis_length"][i] = major, minor
+        out["eccentricity"][i] = np.sqrt(1 - (minor / major) ** 2) if major > 0 else 0.0
+    return out
 
 
 def frame_table_row(labels: np.ndarray, *, frame: int = 0, pixel_size_um: float | None = None) -> dict[str, float]:
@@ -184,14 +198,21 @@ def _convex_pixel_count(mask: np.ndarray) -> int:
     rows = np.flatnonzero(mask.any(axis=1))
     left = mask[rows].argmax(axis=1)
     right = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
-    points = np.concatenate([np.stack([rows, left], 1), np.stack([rows, right], 1)])
+    return _hull_pixel_count(rows, left, right)
+
+
+def _hull_pixel_count(rows: np.ndarray, left: np.ndarray, right: np.ndarray) -> int:
+    """Pixel centres inside or on the convex hull of the points ``(rows, left)`` and ``(rows, right)``."""
+    points = np.empty((2 * len(rows), 2), np.int64)
+    points[: len(rows), 0] = points[len(rows):, 0] = rows
+    points[: len(rows), 1], points[len(rows):, 1] = left, right
     try:
         corners = points[ConvexHull(points).vertices]
     except QhullError:  # all centres on one line: the hull is the segment between the extremes
         order = np.lexsort((points[:, 1], points[:, 0]))
         corners = points[order[[0, -1]]]
-    steps = np.diff(corners, axis=0, append=corners[:1])
+    after = np.concatenate((corners[1:], corners[:1]))
+    steps = after - corners
     boundary = int(np.gcd(steps[:, 0], steps[:, 1]).sum())  # lattice points on the hull's edges
-    y, x = corners[:, 0].astype(np.float64), corners[:, 1].astype(np.float64)
-    twice_area = abs(np.dot(y, np.roll(x, -1)) - np.dot(x, np.roll(y, -1)))
-    return round(twice_area / 2 + boundary / 2 + 1)  # Pick: interior + boundary = A + B/2 + 1
+    twice_area = abs(int((corners[:, 0] * after[:, 1] - corners[:, 1] * after[:, 0]).sum()))   # exact, integers
+    return (twice_area + boundary) // 2 + 1  # Pick: interior + boundary = A + B/2 + 1

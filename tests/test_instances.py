@@ -277,3 +277,53 @@ def test_annotated_cells_of_the_shipped_data_have_no_holes_to_keep(shared_data):
     ring[12:28, 12:28] = 0
     samples[0].labels = ring
     assert annotations_have_holes(samples[:1])
+
+
+# --- the fast labelling against the reference (the whole-frame watershed) ---------------------------------
+
+
+def _random_probabilities(seed: int, shape=(160, 200), cells: int = 40):
+    """Blurred random disks, many touching, some with a weak interior (orphans), specks of interior."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.int32)
+    for i in range(1, cells + 1):
+        truth[_disk(shape, rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.uniform(4, 14))] = i
+    fg, interior = _perfect(truth, sigma=rng.uniform(0.5, 2.0))
+    interior *= rng.uniform(0.6, 1.0, shape).astype(np.float32)
+    return fg, interior
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("holes", [False, True])
+def test_fast_labelling_equals_the_reference(seed: int, holes: bool) -> None:
+    from cellsegcli.instances import label_instances_reference
+
+    fg, interior = _random_probabilities(seed)
+    for kw in (dict(), dict(threshold=0.3, seed_threshold=0.7, min_size=30, min_seed_size=4)):
+        fast = label_instances(fg, interior, holes=holes, **kw)
+        ref = label_instances_reference(fg, interior, holes=holes, **kw)
+        assert fast.dtype == ref.dtype == np.uint32
+        np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.data
+def test_fast_labelling_equals_the_reference_on_real_frames(shared_data) -> None:
+    from cellsegcli.instances import label_instances_reference
+
+    for truth in _usiigaci(shared_data, ["set03", "set17"]):
+        fg, interior = _perfect(truth, sigma=1.5)
+        fast, ref = label_instances(fg, interior, seed_threshold=0.9), label_instances_reference(fg, interior,
+                                                                                                 seed_threshold=0.9)
+        m, t, p = _f1(ref, fast)
+        assert 2 * m / (t + p) >= 0.99 and np.mean(fast == ref) >= 0.999
+
+
+def test_enclosed_pixels_are_binary_fill_holes() -> None:
+    from cellsegcli.instances import _enclosed
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        own = ndi.binary_opening(rng.random((25, 31)) < 0.6)
+        expected = ndi.binary_fill_holes(own) & ~own
+        got = _enclosed(own)
+        np.testing.assert_array_equal(np.zeros_like(own) if got is None else got, expected)
