@@ -152,42 +152,9 @@ def label_instances_reference(
     cell_radius: float | None = None,
     holes: bool = False,
 ) -> np.ndarray:
-    """Split a foreground probability map into cell instances: the watershed over the whole frame, kept
-    as the reference :func:`label_instances` is tested and timed against (same parameters and result).
-
-    Parameters
-    ----------
-    foreground : (Y, X) float array
-        Cell probability in [0, 1]; pixels with ``foreground >= threshold`` form the cell mask.
-    interior : (Y, X) float array, optional
-        Cell-interior probability in [0, 1] (channel 1 of cellseg's models). The 8-connected blobs of
-        ``interior >= seed_threshold`` inside the mask seed a watershed of ``-interior`` restricted to
-        the mask; mask components that hold no seed become one instance each. Without it, the seeds
-        are the h-maxima of the mask's smoothed distance transform (see ``cell_radius``).
-    threshold : float
-        Foreground probability at or above which a pixel belongs to a cell.
-    seed_threshold : float
-        Interior probability at or above which a pixel is a seed pixel.
-    min_size : int
-        Instances with fewer pixels than this (after separation) are removed.
-    min_seed_size : int
-        Seeds with fewer pixels than this are ignored (specks of the interior map would each split
-        off a piece of their cell).
-    cell_radius : float, optional
-        Distance-transform fallback only: the typical radius of a cell in pixels. It sets both the
-        smoothing (sigma = 0.15 r) and the depth (h = 0.15 r) a maximum of the distance transform needs
-        to seed a cell. Default: the median, over the mask's connected components, of the largest
-        inscribed radius.
-    holes : bool
-        Keep holes in instances. By default whatever an instance encloses (background where the
-        foreground map dips, at nucleoli say, or small instances seeded there) becomes part of it
-        (:func:`fill_holes`); models trained on annotations with holes set ``holes`` in their config.
-
-    Returns
-    -------
-    (Y, X) uint32 array
-        Instance labels numbered 1..N, 0 is background.
-    """
+    """:func:`label_instances` the straightforward way: one watershed over the whole frame, then the mask's
+    seedless components as instances of their own. Same parameters and result; kept as the reference the
+    fast version is tested and timed against (``benchmarks/postprocess.py``)."""
     foreground = np.asarray(foreground)
     if foreground.ndim != 2:
         raise ValueError(f"foreground must be a (Y, X) array, got shape {foreground.shape}")
