@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--d4-frames", type=int, default=3, help="frames segmented with d4 TTA on CPU")
     parser.add_argument("--quick", action="store_true", help="skip the 37- vs 370-frame memory runs")
+    parser.add_argument("--mosaic-frames", type=int, default=None,
+                        help="frames of the 2568x1912 mosaic case (default: 37 on a GPU, none on CPU)")
     parser.add_argument("--rss-crop", type=int, default=512,
                         help="frame crop for the 37- vs 370-frame memory runs on CPU (0: whole frames)")
     args = parser.parse_args()
@@ -137,9 +139,12 @@ def main() -> None:
                           "none"))
             cases.append((f"t98g crops x10: 370 x {size}",
                           _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10, crop), "none"))
-        if gpu:
-            mosaic = _write_mosaic(stack, tmp / "mosaic.tif", 37)
-            cases += [("mosaic 37 x 2568x1912", mosaic, "none"), ("mosaic 37 x 2568x1912", mosaic, "d4")]
+        n_mosaic = args.mosaic_frames if args.mosaic_frames is not None else (37 if gpu else 0)
+        if n_mosaic:
+            mosaic = _write_mosaic(stack, tmp / "mosaic.tif", n_mosaic)
+            cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "none"))
+            if gpu:
+                cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "d4"))
         for name, path, tta in cases:
             s = _segment(path, tmp, tta=tta, **base)
             n_tta = {"none": 1, "flip": 4, "d4": 8}[tta]

@@ -282,6 +282,9 @@ def segment_cli(
                          "workers must share the file system).")] = None,
     frames_per_task: Annotated[int, typer.Option("--frames-per-task", help="Frames per Dask task "
                                "(with --scheduler).")] = 8,
+    post_workers: Annotated[Optional[int], typer.Option("--post-workers", help="Processes that turn "
+                            "probabilities into labels and tables, frames still written in order (default: 1 "
+                            "on CPU, the cores left after the GPU's feeder on a GPU).")] = None,
     track: Annotated[bool, typer.Option("--track", help="Follow cells over time: labels/cells holds track ids "
                      "(one per cell's life; daughters get new ids), plus NAME.tracks.csv, NAME.napari-tracks.csv "
                      "and NAME.lineage.json.")] = False,
@@ -305,6 +308,7 @@ def segment_cli(
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
+            post_workers=post_workers,
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")

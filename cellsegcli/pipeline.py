@@ -59,6 +59,7 @@ class SegmentConfig:
     track: bool = False                # link cells over time: labels hold track ids (see cellsegcli.tracking)
     link: Any = None                   # tracking.LinkOptions (None: the defaults)
     frame_interval_min: float | None = None   # minutes between frames (default: from the file's metadata)
+    post_workers: int | None = None    # processes labelling frames (None: 1 on CPU, the spare cores on a GPU)
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                            scheduler=client, frames_per_task=frames_per_task)
     started = time.monotonic()
     source = Path(source)
+    if config.post_workers is not None and config.post_workers < 1:
+        raise CellsegError(f"--post-workers {config.post_workers}: give 1 or more")
     baseline = config.model in BASELINES
     model = _baseline_model(config.model) if baseline else load_models(config.model)
     mc = model.config
@@ -404,7 +407,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             run_jobs(client, source, config, model, settings, zarr_out, info.n_frames, frames_per_task, record)
         else:
             _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify, started, device,
-                          info.n_frames)
+                          info.n_frames, post_workers(config.post_workers, device))
         tracking = None
         if recorder is not None:
             from .tracking.pipeline import tracking_attributes, write_track_tables
@@ -436,34 +439,70 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     return result
 
 
-def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
-                  started: float, device, n_frames: int) -> None:
-    """Reader thread -> device -> post thread, in this process."""
+def post_workers(requested: int | None, device: torch.device) -> int:
+    """How many processes label frames: ``requested``, else 1 on a CPU (the network has the cores) and
+    the cores left after the device's feeder and the reader on a GPU."""
+    import os
 
-    def post(t: int, prob: np.ndarray, raw: np.ndarray) -> None:
-        record(*segment_frame(t, prob, raw, settings, zarr_out))
+    if requested is not None:
+        if requested < 1:
+            raise CellsegError(f"--post-workers {requested}: give 1 or more")
+        return requested
+    return 1 if device.type == "cpu" else max(1, (os.cpu_count() or 1) - 2)
+
+
+def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, store) -> tuple[dict, dict, int]:
+    """One frame's labels (written to ``store``, a ``FrameStore``) and tables, in a worker process."""
+    return segment_frame(t, prob, raw, settings, store)
+
+
+def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
+                  started: float, device, n_frames: int, workers: int = 1) -> None:
+    """Reader thread -> device -> post-processing (a thread, or ``workers`` processes), in this process.
+    Frames are recorded in order; at most ``workers + 1`` wait for post-processing."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     frames_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames_q, stop),
                               daemon=True)
     reader.start()
-    pending: list[Future] = []
+    pending: list[tuple[int, Future]] = []
     stream = frame_stream(model, predictor, _items(frames_q))
+    if workers > 1:   # spawn: no fork of a process holding torch's threads
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        store = zarr_out.frame_store()
+
+        def submit(t: int, prob: np.ndarray, raw: np.ndarray) -> Future:
+            return pool.submit(_post_job, t, prob, raw, settings, store)
+
+        def finish(t: int, future: Future) -> None:
+            cells, row, n_cells = future.result()
+            zarr_out.mark_written(t)
+            record(cells, row, n_cells)
+    else:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post")
+
+        def submit(t: int, prob: np.ndarray, raw: np.ndarray) -> Future:
+            return pool.submit(segment_frame, t, prob, raw, settings, zarr_out)
+
+        def finish(t: int, future: Future) -> None:
+            record(*future.result())
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post") as pool:
-            for t, (raw, prob) in enumerate(stream):
-                pending.append(pool.submit(post, t, prob, raw))
-                while len(pending) > 1 or (pending and pending[0].done()):
-                    pending.pop(0).result()
-                if t == 0 and notify is not None and n_frames > 1:
-                    per = time.monotonic() - started
-                    tta = predictor.options.tta if predictor else "none"
-                    notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
-                           f"~{per * n_frames / 60:.1f} min for {n_frames} frames")
-            for f in pending:
-                f.result()
+        for t, (raw, prob) in enumerate(stream):
+            pending.append((t, submit(t, prob, raw)))
+            while len(pending) > workers or (pending and pending[0][1].done()):
+                finish(*pending.pop(0))
+            if t == 0 and notify is not None and n_frames > 1:
+                per = time.monotonic() - started
+                tta = predictor.options.tta if predictor else "none"
+                notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
+                       f"~{per * n_frames / 60:.1f} min for {n_frames} frames")
+        while pending:
+            finish(*pending.pop(0))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         stop.set()
         while reader.is_alive():
             try:

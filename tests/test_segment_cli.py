@@ -248,3 +248,19 @@ def test_a_diameter_that_cannot_apply_is_one_line(env, sized, tmp_path, case):
     assert {"unknown": "records no training cell diameter", "zero": "positive", "far": "trained on cells 20 px",
             "baseline": "network models"}[case] in line
     assert _leftovers(tmp_path) == []
+
+
+def test_post_processing_in_worker_processes_gives_the_same_outputs(env, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=5)
+    for name, extra in (("one", []), ("three", ["--post-workers", "2"])):
+        result = _segment(str(src), "--tile", "64", "--save-probabilities", "-o", str(tmp_path / name), *extra)
+        assert result.exit_code == 0, result.output
+    a = zarr.open_group(tmp_path / "one" / "movie.zarr", mode="r")
+    b = zarr.open_group(tmp_path / "three" / "movie.zarr", mode="r")
+    for key in ("0", "labels/cells/0", "probabilities/0"):
+        np.testing.assert_array_equal(a[key][:], b[key][:])
+    assert b.attrs["cellseg"]["complete"] is True
+    for table in ("movie.cells.csv", "movie.frames.csv"):
+        assert (tmp_path / "three" / table).read_text() == (tmp_path / "one" / table).read_text()
+    result = _segment(str(src), "--post-workers", "0", "-o", str(tmp_path / "zero"))
+    assert result.exit_code == 1 and "--post-workers 0" in result.output and not (tmp_path / "zero").exists()
