@@ -157,10 +157,11 @@ def main() -> None:
             fwd = _python(FORWARD, args.model, str(grid.tile), str(sample), str(batch), args.device)
             bare = fwd["seconds"] * tiles / fwd["tiles"]
             rows.append([name, s["device"], tta, s["frames"], s["frames"] / s["seconds"], s["peak_rss_mb"],
-                         s["seconds"], s["forward_seconds"], bare, s["seconds"] / bare])
+                         s["seconds"], s["forward_seconds"], s.get("post_seconds") or float("nan"), bare,
+                         s["seconds"] / bare])
             print(f"done: {name} {tta}", file=sys.stderr, flush=True)
     header = ["case", "device", "tta", "frames", "frames/s", "peak RSS MB", "end-to-end s", "forward in run s",
-              "bare forward s", "overhead x"]
+              "post-processing s", "bare forward s", "overhead x"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

@@ -103,6 +103,7 @@ class SegmentResult:
     scores: dict[str, Any] | None = None   # evaluation summary when ground truth was given
     scale: float = 1.0                     # frames resized by this for the model (--diameter)
     tracking: dict[str, Any] | None = None  # with --track: counts and the track tables' paths
+    post_seconds: float | None = None       # labelling + tables + chunk writes, summed over frames (None: Dask)
 
     @property
     def frames_per_second(self) -> float:
@@ -117,6 +118,7 @@ class SegmentResult:
             "device": self.device, "tta": self.tta, "tile": self.tile, "scale": round(self.scale, 4),
             "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
+            "post_seconds": None if self.post_seconds is None else round(self.post_seconds, 3),
             "frames_per_second": round(self.frames_per_second, 4),
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
             **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
@@ -401,13 +403,14 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             if progress is not None:
                 progress(len(counts), info.n_frames)
 
+        post_seconds = None
         if scheduler is not None:
             from .distributed import run_jobs
 
             run_jobs(client, source, config, model, settings, zarr_out, info.n_frames, frames_per_task, record)
         else:
-            _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify, started, device,
-                          info.n_frames, post_workers(config.post_workers, device))
+            post_seconds = _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify,
+                                         started, device, info.n_frames, post_workers(config.post_workers, device))
         tracking = None
         if recorder is not None:
             from .tracking.pipeline import tracking_attributes, write_track_tables
@@ -433,7 +436,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         zarr_out.commit(extra)
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
-                           scale=scale, tracking=tracking)
+                           scale=scale, tracking=tracking, post_seconds=post_seconds)
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result
@@ -451,15 +454,18 @@ def post_workers(requested: int | None, device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, (os.cpu_count() or 1) - 2)
 
 
-def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, store) -> tuple[dict, dict, int]:
-    """One frame's labels (written to ``store``, a ``FrameStore``) and tables, in a worker process."""
-    return segment_frame(t, prob, raw, settings, store)
+def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int, float]:
+    """:func:`segment_frame` and the seconds it took (in the post thread, or in a worker process with
+    ``sink`` a ``FrameStore``)."""
+    started = time.perf_counter()
+    return (*segment_frame(t, prob, raw, settings, sink), time.perf_counter() - started)
 
 
 def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
-                  started: float, device, n_frames: int, workers: int = 1) -> None:
+                  started: float, device, n_frames: int, workers: int = 1) -> float:
     """Reader thread -> device -> post-processing (a thread, or ``workers`` processes), in this process.
-    Frames are recorded in order; at most ``workers + 1`` wait for post-processing."""
+    Frames are recorded in order; at most ``workers + 1`` wait for post-processing. Returns the seconds
+    spent post-processing (labelling, tables, chunk writes), summed over frames."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -469,6 +475,7 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
                               daemon=True)
     reader.start()
     pending: list[tuple[int, Future]] = []
+    post_seconds = [0.0]
     stream = frame_stream(model, predictor, _items(frames_q))
     if workers > 1:   # spawn: no fork of a process holding torch's threads
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
@@ -478,17 +485,20 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
             return pool.submit(_post_job, t, prob, raw, settings, store)
 
         def finish(t: int, future: Future) -> None:
-            cells, row, n_cells = future.result()
+            cells, row, n_cells, seconds = future.result()
             zarr_out.mark_written(t)
+            post_seconds[0] += seconds
             record(cells, row, n_cells)
     else:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post")
 
         def submit(t: int, prob: np.ndarray, raw: np.ndarray) -> Future:
-            return pool.submit(segment_frame, t, prob, raw, settings, zarr_out)
+            return pool.submit(_post_job, t, prob, raw, settings, zarr_out)
 
         def finish(t: int, future: Future) -> None:
-            record(*future.result())
+            cells, row, n_cells, seconds = future.result()
+            post_seconds[0] += seconds
+            record(cells, row, n_cells)
     try:
         for t, (raw, prob) in enumerate(stream):
             pending.append((t, submit(t, prob, raw)))
@@ -509,6 +519,7 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
                 frames_q.get_nowait()
             except queue.Empty:
                 reader.join(timeout=0.1)
+    return post_seconds[0]
 
 
 def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) -> None:

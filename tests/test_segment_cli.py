@@ -60,6 +60,7 @@ def test_segment_writes_labels_tables_and_summary(env, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["frames"] == 3 and summary["shape"] == [96, 128] and summary["pixel_size_um"] == 0.5
     assert summary["model"] == "tiny" and summary["tta"] == "none" and summary["tile"] == 64
+    assert 0 < summary["post_seconds"] < summary["seconds"]
     labels = zarr.open_group(tmp_path / "movie.zarr", mode="r")["labels/cells/0"]
     assert labels.shape == (3, 96, 128) and labels.dtype == np.uint32 and labels.chunks == (1, 96, 128)
     root = zarr.open_group(tmp_path / "movie.zarr", mode="r")
