@@ -70,10 +70,10 @@ def cell_table(
         Keys :data:`CELL_COLUMNS` in order, rows sorted by label; N = 0 gives empty arrays of the
         right dtypes.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if image is not None and np.shape(image) != labels.shape:
         raise ValueError(f"image shape {np.shape(image)} differs from labels shape {labels.shape}")
-    ids, dense = _dense(labels)
+    ids, dense = dense_labels(labels)
     n = len(ids)
     inside = dense > 0
     index = dense[inside].astype(np.intp, copy=False)
@@ -141,7 +141,7 @@ def frame_table_row(labels: np.ndarray, *, frame: int = 0, pixel_size_um: float 
         pixels / frame pixels * 100, ``mean_area`` and ``median_area`` in pixels (NaN with no cells),
         and the areas in um^2.
     """
-    ids, dense = _dense(_check_labels(labels))
+    ids, dense = dense_labels(check_labels(labels))
     area = np.bincount(dense.ravel().astype(np.intp, copy=False), minlength=len(ids) + 1)[1:].astype(np.float64)
     mean, median = (float(area.mean()), float(np.median(area))) if len(area) else (np.nan, np.nan)
     px2 = np.nan if pixel_size_um is None else float(pixel_size_um) ** 2
@@ -156,7 +156,8 @@ def frame_table_row(labels: np.ndarray, *, frame: int = 0, pixel_size_um: float 
     }
 
 
-def _check_labels(labels: np.ndarray) -> np.ndarray:
+def check_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as an array, after checking it is a (Y, X) array of non-negative integers."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a (Y, X) integer array, got {labels.dtype} of shape {labels.shape}")
@@ -165,7 +166,7 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _dense(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dense_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sorted nonzero ids, and the labels renumbered 1..N in that order (``labels`` itself if it is)."""
     top = int(labels.max(initial=0))
     if top > 4 * labels.size:  # sparse huge ids: sort instead of a lookup table of size ``top``

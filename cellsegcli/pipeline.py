@@ -80,9 +80,9 @@ class Outputs:
         else:
             folder = out if out is not None else source.parent
             zarr_path = folder / f"{stem}.zarr"
-        base = zarr_path.with_suffix("")
-        ext = "parquet" if table_format == "parquet" else "csv"
-        return cls(zarr_path, *(base.with_name(f"{base.name}.{kind}.{ext}") for kind in ("cells", "frames", "scores")))
+        from .io.tables import table_path
+
+        return cls(zarr_path, *(table_path(zarr_path, kind, table_format) for kind in ("cells", "frames", "scores")))
 
 
 @dataclass
@@ -411,7 +411,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         else:
             post_seconds = _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify,
                                          started, device, info.n_frames, post_workers(config.post_workers, device))
-        tracking = None
+        tracking = tracking_attrs = None
         if recorder is not None:
             from .tracking.pipeline import tracking_attributes, write_track_tables
 
@@ -423,17 +423,14 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             write_track_tables(track_outputs, recorder.detections, tracks, pixel_size_um=px,
                                frame_interval_min=interval, table_format=config.table_format,
                                overwrite=config.overwrite)
-            tracking = {**tracking_attributes(tracks, config.link or LinkOptions(), recorder.link_seconds),
-                        "tracks_table": str(track_outputs.tracks), "napari_tracks": str(track_outputs.napari),
-                        "lineage": str(track_outputs.lineage)}
+            tracking_attrs = tracking_attributes(tracks, recorder.options, recorder.link_seconds)
+            tracking = {**tracking_attrs, "tracks_table": str(track_outputs.tracks),
+                        "napari_tracks": str(track_outputs.napari), "lineage": str(track_outputs.lineage)}
         seconds = time.monotonic() - started
         cells_out.commit()
         frames_out.commit()
-        extra = {"seconds": round(seconds, 3), "cells_total": int(sum(counts))}
-        if tracking:
-            extra["tracking"] = {k: v for k, v in tracking.items() if k not in ("tracks_table", "napari_tracks",
-                                                                                "lineage")}
-        zarr_out.commit(extra)
+        zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts)),
+                         **({"tracking": tracking_attrs} if tracking_attrs else {})})
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
                            scale=scale, tracking=tracking, post_seconds=post_seconds)
@@ -447,9 +444,7 @@ def post_workers(requested: int | None, device: torch.device) -> int:
     the cores left after the device's feeder and the reader on a GPU."""
     import os
 
-    if requested is not None:
-        if requested < 1:
-            raise CellsegError(f"--post-workers {requested}: give 1 or more")
+    if requested is not None:   # segment() refuses < 1 before writing anything
         return requested
     return 1 if device.type == "cpu" else max(1, (os.cpu_count() or 1) - 2)
 
@@ -477,31 +472,22 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     pending: list[tuple[int, Future]] = []
     post_seconds = [0.0]
     stream = frame_stream(model, predictor, _items(frames_q))
-    if workers > 1:   # spawn: no fork of a process holding torch's threads
+    if workers > 1:   # spawn: no fork of a process holding torch's threads; they write through a FrameStore
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        store = zarr_out.frame_store()
-
-        def submit(t: int, prob: np.ndarray, raw: np.ndarray) -> Future:
-            return pool.submit(_post_job, t, prob, raw, settings, store)
-
-        def finish(t: int, future: Future) -> None:
-            cells, row, n_cells, seconds = future.result()
-            zarr_out.mark_written(t)
-            post_seconds[0] += seconds
-            record(cells, row, n_cells)
+        sink = zarr_out.frame_store()
     else:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post")
+        pool, sink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post"), zarr_out
 
-        def submit(t: int, prob: np.ndarray, raw: np.ndarray) -> Future:
-            return pool.submit(_post_job, t, prob, raw, settings, zarr_out)
+    def finish(t: int, future: Future) -> None:
+        cells, row, n_cells, seconds = future.result()
+        if sink is not zarr_out:
+            zarr_out.mark_written(t)
+        post_seconds[0] += seconds
+        record(cells, row, n_cells)
 
-        def finish(t: int, future: Future) -> None:
-            cells, row, n_cells, seconds = future.result()
-            post_seconds[0] += seconds
-            record(cells, row, n_cells)
     try:
         for t, (raw, prob) in enumerate(stream):
-            pending.append((t, submit(t, prob, raw)))
+            pending.append((t, pool.submit(_post_job, t, prob, raw, settings, sink)))
             while len(pending) > workers or (pending and pending[0][1].done()):
                 finish(*pending.pop(0))
             if t == 0 and notify is not None and n_frames > 1:

@@ -30,6 +30,12 @@ FORMATS = ("csv", "parquet")
 ROW_GROUP_ROWS = 65_536
 
 
+def table_path(zarr_path: Path, kind: str, format: str = "csv") -> Path:
+    """The ``kind`` table of a result ``NAME.zarr``: ``NAME.<kind>.csv`` (or ``.parquet``)."""
+    base = Path(zarr_path).with_suffix("")
+    return base.with_name(f"{base.name}.{kind}.{'parquet' if format == 'parquet' else 'csv'}")
+
+
 def write_table(
     columns: dict[str, np.ndarray | list], path: Path, *, format: str = "csv", overwrite: bool = False
 ) -> Path:

@@ -89,21 +89,23 @@ def ctc_segments(presence: list[np.ndarray], lineage: np.ndarray) -> tuple[np.nd
 
 
 def write_ctc(folder: Path, frame: Callable[[int], np.ndarray], n_frames: int, lineage: np.ndarray, *,
-              overwrite: bool = False, progress=None) -> Path:
+              overwrite: bool = False, presence: list[np.ndarray] | None = None, progress=None) -> Path:
     """Write a CTC result folder from track-id label frames (``frame(t)``) and their lineage.
 
-    Two passes over the frames (which ids are present, then the masks); written under a hidden
-    temporary name and renamed, so an interrupted export leaves no folder that looks complete.
+    ``presence`` lists the track ids on each frame when the caller knows them; otherwise a first pass over
+    the frames finds them. Written under a hidden temporary name and renamed, so an interrupted export
+    leaves no folder that looks complete.
     """
     import tifffile
 
     folder = Path(folder)
     if (folder.exists() or folder.is_symlink()) and not overwrite:
         raise OutputExistsError(f"{folder} exists; pass --overwrite to replace it, or choose another folder")
-    presence = []
-    for t in range(n_frames):
-        ids = np.unique(frame(t))
-        presence.append(ids[ids > 0])
+    if presence is None:
+        presence = []
+        for t in range(n_frames):
+            ids = np.unique(frame(t))
+            presence.append(ids[ids > 0])
     ctc, remap = ctc_segments(presence, lineage)
     if len(ctc) and ctc[:, 0].max() > MAX_LABEL:
         raise CellsegError(f"{folder}: {int(ctc[:, 0].max())} track labels do not fit CTC's 16-bit masks "

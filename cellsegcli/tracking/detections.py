@@ -48,28 +48,14 @@ class Detections:
 
 def detect(labels: np.ndarray, frame: int = 0) -> Detections:
     """The objects of a (Y, X) label image (0 = background); an id in several pieces is one object."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.dtype.kind not in "ui":
-        raise ValueError(f"labels must be a (Y, X) integer array, got {labels.dtype} of shape {labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise ValueError("labels must be >= 0 (0 is background)")
-    flat = labels.ravel()
-    if not flat.size or flat.max() == 0:
+    from ..morphology import check_labels, dense_labels
+
+    labels = check_labels(labels)
+    ids, dense = dense_labels(labels)
+    if not len(ids):
         return Detections.empty(frame)
-    ids, dense = np.unique(flat, return_inverse=True) if flat.max() > 4 * flat.size else (None, None)
-    if ids is None:   # ids small enough to count directly
-        counts = np.bincount(flat)
-        ids = np.flatnonzero(counts)
-        ids = ids[ids > 0]
-        index = np.zeros(counts.size, np.int64)
-        index[ids] = np.arange(1, len(ids) + 1)
-        dense = index[flat]
-    else:
-        if ids[0] != 0:
-            dense = dense + 1
-        ids = ids[ids > 0]
-    dense = dense.reshape(labels.shape)
     n = len(ids)
+    dense = dense.astype(np.intp, copy=False)
     area = np.bincount(dense.ravel(), minlength=n + 1)[1:]
     rows, cols = np.indices(labels.shape, sparse=True)
     y = np.bincount(dense.ravel(), np.broadcast_to(rows, labels.shape).ravel(), minlength=n + 1)[1:] / area

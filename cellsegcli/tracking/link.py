@@ -204,13 +204,6 @@ def _tracks_of(graph, detections: list[Detections], diameter: float, step: float
         parent = 0
         if graph.in_degree(s):
             p = next(graph.predecessors(s))
-            parent = int(ids[p[0]][p[1]]) or _owner(graph, p, track_of_start)
+            parent = int(ids[p[0]][p[1]])   # numbered already: the mother's track starts earlier
         lineage[k - 1] = (k, nodes[0][0], nodes[-1][0], parent)
     return Tracks(ids, lineage, diameter, step)
-
-
-def _owner(graph, node, track_of_start: dict) -> int:
-    """Track id of the track holding ``node`` (walk back to its start)."""
-    while node not in track_of_start:
-        node = next(graph.predecessors(node))
-    return track_of_start[node]

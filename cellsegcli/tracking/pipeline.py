@@ -41,10 +41,11 @@ class TrackOutputs:
 
     @classmethod
     def for_zarr(cls, zarr_path: Path, table_format: str = "csv") -> TrackOutputs:
-        base = Path(zarr_path).with_suffix("")
-        ext = "parquet" if table_format == "parquet" else "csv"
-        return cls(base.with_name(f"{base.name}.tracks.{ext}"), base.with_name(f"{base.name}.napari-tracks.csv"),
-                   base.with_name(f"{base.name}.lineage.json"))
+        from ..io.tables import table_path
+
+        lineage = Path(zarr_path).with_suffix("")
+        return cls(table_path(zarr_path, "tracks", table_format), table_path(zarr_path, "napari-tracks"),
+                   lineage.with_name(f"{lineage.name}.lineage.json"))
 
     def check(self, overwrite: bool) -> None:
         for path in (self.tracks, self.napari, self.lineage):
@@ -106,13 +107,10 @@ class CellSpool:
             raise CellsegError(os_error_message(folder / ".cellseg-cells.csv", exc)) from exc
         self.path = Path(name)
         self._file = os.fdopen(handle, "w", newline="", encoding="utf-8")
-        self._columns: list[str] | None = None
 
     def append(self, cells: dict) -> None:
         import pandas as pd
 
-        if self._columns is None:
-            self._columns = list(cells)
         pd.DataFrame(cells).to_csv(self._file, header=self._file.tell() == 0, index=False, lineterminator="\n")
 
     def blocks(self, rows: int = 65_536):
@@ -120,7 +118,7 @@ class CellSpool:
         import pandas as pd
 
         self._file.flush()
-        if self._columns is None:
+        if self._file.tell() == 0:   # nothing appended
             return
         for block in pd.read_csv(self.path, chunksize=rows):
             yield block
@@ -138,14 +136,13 @@ class TrackRecorder:
         self.options = options
         self.detections: list[Detections | None] = [None] * n_frames
         self.spool = CellSpool(spool_folder)
-        self.tracks: Tracks | None = None
         self.link_seconds = 0.0
 
     def record(self, t: int, cells: dict) -> None:
         self.detections[t] = from_cell_table(cells, t)
         self.spool.append(cells)
 
-    def finish(self, zarr_out, cells_out, progress: Progress | None = None) -> Tracks:
+    def finish(self, zarr_out, cells_out) -> Tracks:
         """Link, relabel every frame of the open ``zarr_out`` and write the per-cell rows with their
         ``track_id`` (the ``label`` column becomes the track id, as in the labels)."""
         detections = [d if d is not None else Detections.empty(t) for t, d in enumerate(self.detections)]
@@ -156,11 +153,8 @@ class TrackRecorder:
         lookups = [tracks.lookup(d) for d in detections]
         for t, table in enumerate(lookups):
             zarr_out.map_labels(t, table)
-            if progress is not None:
-                progress(t + 1, len(lookups))
         for block in self.spool.blocks():
             cells_out.append(with_track_ids(block, lookups))
-        self.tracks = tracks
         return tracks
 
     def close(self) -> None:
@@ -322,7 +316,7 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
     into tracks; write an OME-Zarr of track ids with its tables (``out``, the default ``NAME.tracked.zarr``
     next to the source when ``ctc`` is not given) and/or a CTC result folder (``ctc``)."""
     from ..io.omezarr import OmeZarrWriter
-    from ..io.tables import TableWriter
+    from ..io.tables import TableWriter, table_path
     from ..morphology import cell_table, frame_table_row
 
     started = time.monotonic()
@@ -361,9 +355,7 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
 
         cells_path = None
         if out is not None:
-            cells_path = out.with_suffix("").with_name(f"{out.with_suffix('').name}.cells."
-                                                       f"{'parquet' if table_format == 'parquet' else 'csv'}")
-            frames_path = cells_path.with_name(cells_path.name.replace(".cells.", ".frames."))
+            cells_path, frames_path = (table_path(out, kind, table_format) for kind in ("cells", "frames"))
             attributes = {**{k: v for k, v in movie.attributes.items() if k not in ("complete", "tracking")},
                           "tracked_from": str(source), "pixel_size_um": px, "frame_interval_min": interval,
                           "tracking": tracking_attributes(tracks, options, link_seconds)}
@@ -390,7 +382,7 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
         if ctc is not None:
             from .ctc import write_ctc
 
-            write_ctc(ctc, relabelled, n, tracks.lineage, overwrite=overwrite,
+            write_ctc(ctc, relabelled, n, tracks.lineage, overwrite=overwrite, presence=tracks.ids,
                       progress=None if progress is None else (lambda i, _: progress(2 * n + i, total)))
     finally:
         movie.labels.close()
