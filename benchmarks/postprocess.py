@@ -1,8 +1,10 @@
-"""Post-processing of one 2568x1912 frame on one thread: the reference labelling (the whole-frame
-watershed) against the landed one, and the per-cell / per-frame tables; prints a table of seconds and
-the ratio, measured in one run, and checks that the labels agree.
+"""Post-processing of one 2568x1912 frame on one thread: ``label_instances`` + ``cell_table`` +
+``frame_table_row`` as landed, against the same functions at an earlier commit (default 3b4e3b2, before
+this work; read with ``git show``) and against the in-tree references (``label_instances_reference``,
+``cell_table_reference``); prints a table of seconds and ratios measured in one run, the object F1 between
+the labels and the largest table difference.
 
-    python benchmarks/postprocess.py [--data ../shared/data] [--model phase] [--repeat 3]
+    python benchmarks/postprocess.py [--data ../shared/data] [--model phase] [--repeat 3] [--baseline 3b4e3b2]
 
 The probabilities are real: the shipped model's on a mosaic of T98G frame 0 (mirrored tiles, as
 benchmarks/segment.py builds them), computed once (CPU, no TTA) and cached in runs/post/mosaic.npz.
@@ -11,7 +13,10 @@ benchmarks/segment.py builds them), computed once (CPU, no TTA) and cached in ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,27 @@ def mosaic_probabilities(data: Path, model_name: str, cache: Path) -> tuple[np.n
     return prob, image
 
 
+def baseline_modules(commit: str, folder: Path):
+    """``instances`` and ``morphology`` as they were at ``commit`` (they import only numpy, scipy and
+    scikit-image), or None outside a git checkout."""
+    modules = []
+    for name in ("instances", "morphology"):
+        path = folder / f"{name}_{commit}.py"
+        if not path.is_file():
+            try:
+                text = subprocess.run(["git", "show", f"{commit}:cellsegcli/{name}.py"], cwd=ROOT, check=True,
+                                      capture_output=True, text=True).stdout
+            except (OSError, subprocess.CalledProcessError):
+                return None
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return modules
+
+
 def best_of(repeat: int, fn):
     times, result = [], None
     for _ in range(repeat):
@@ -57,29 +83,53 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("CELLSEG_DATA", ROOT.parent / "shared" / "data")))
     parser.add_argument("--model", default="phase")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", default="3b4e3b2", help="commit whose code is timed as the baseline")
     args = parser.parse_args()
     import threadpoolctl
 
     from cellsegcli.instances import label_instances, label_instances_reference
+    from cellsegcli.metrics import object_scores
     from cellsegcli.models.folder import find_model, read_config
-    from cellsegcli.morphology import cell_table, frame_table_row
+    from cellsegcli.morphology import cell_table, cell_table_reference, frame_table_row
 
     prob, image = mosaic_probabilities(args.data, args.model, ROOT / "runs" / "post" / "mosaic.npz")
     config = read_config(find_model(args.model))
     kw = dict(threshold=config.threshold, seed_threshold=config.seed_threshold, min_size=config.min_size,
               holes=config.holes)
+    rows = {"landed": (label_instances, cell_table, frame_table_row),
+            "in-tree reference": (label_instances_reference, cell_table_reference, frame_table_row)}
+    old = baseline_modules(args.baseline, ROOT / "runs" / "post" / "baseline")
+    if old is not None:
+        rows[f"commit {args.baseline}"] = (old[0].label_instances, old[1].cell_table, old[1].frame_table_row)
+    label_instances(prob[0][:64, :64], prob[1][:64, :64], **kw)   # compile / load the numba kernels first
+    cell_table(np.ones((4, 4), np.uint32), image[:4, :4])
+    times, results = {}, {}
     with threadpoolctl.threadpool_limits(1):
-        t_ref, ref = best_of(args.repeat, lambda: label_instances_reference(prob[0], prob[1], **kw))
-        t_new, new = best_of(args.repeat, lambda: label_instances(prob[0], prob[1], **kw))
-        t_tab, _ = best_of(args.repeat, lambda: (cell_table(new, image), frame_table_row(new)))
-    same = float(np.mean(ref == new))
-    print(f"2568x1912 mosaic of T98G frame 0, model {args.model}: {int(new.max())} cells; one thread, best of "
-          f"{args.repeat}; labels equal on {100 * same:.4f} % of pixels")
-    print("| step | reference s | landed s | ratio |")
-    print("|---|---|---|---|")
-    print(f"| label_instances | {t_ref:.3f} | {t_new:.3f} | {t_ref / t_new:.2f}x |")
-    print(f"| cell_table + frame_table_row | {t_tab:.3f} | {t_tab:.3f} | 1.00x |")
-    print(f"| in all | {t_ref + t_tab:.3f} | {t_new + t_tab:.3f} | {(t_ref + t_tab) / (t_new + t_tab):.2f}x |")
+        for name, (label, table, frame_row) in rows.items():
+            accepted = {k: v for k, v in kw.items() if k in inspect.signature(label).parameters}   # 3b4e3b2: no holes
+            t_label, labels = best_of(args.repeat, lambda: label(prob[0], prob[1], **accepted))
+            t_table, (cells, _) = best_of(args.repeat, lambda: (table(labels, image), frame_row(labels)))
+            times[name], results[name] = (t_label, t_table), (labels, cells)
+    base = f"commit {args.baseline}" if old is not None else "in-tree reference"
+    ref_labels, ref_cells = results[base]
+    print(f"2568x1912 mosaic of T98G frame 0, model {args.model}: {int(ref_labels.max())} cells; one thread, "
+          f"best of {args.repeat}; ratios, F1 and equal pixels against {base}; table difference: the largest "
+          "|difference| of any column between that code's cell_table and cell_table_reference, both on the landed labels "
+          "(3b4e3b2 did not fill holes: the pixels that differ)")
+    print("| code | label_instances s | cell_table + frame_table_row s | in all s | ratio | object F1 | "
+          "labels equal | table difference |")
+    print("|---|---|---|---|---|---|---|---|")
+    t_base = sum(times[base])
+    reference_cells = cell_table_reference(results["landed"][0], image)
+    for name, (t_label, t_table) in times.items():
+        labels, cells = results[name]
+        f1 = object_scores(labels, ref_labels)["f1"]
+        same = 100 * float(np.mean(labels == ref_labels))
+        same_input = rows[name][1](results["landed"][0], image)   # this code's table of the landed labels
+        diff = max(float(np.nanmax(np.abs(same_input[k] - reference_cells[k]), initial=0)) for k in reference_cells)
+        diff_text = f"{diff:.1e}"
+        print(f"| {name} | {t_label:.3f} | {t_table:.3f} | {t_label + t_table:.3f} | "
+              f"{t_base / (t_label + t_table):.2f}x | {f1:.4f} | {same:.4f} % | {diff_text} |")
 
 
 if __name__ == "__main__":

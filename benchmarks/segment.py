@@ -6,11 +6,14 @@ Runs each case in a fresh subprocess (so peak RSS is that run's own) and prints 
 - a 370-frame stack (the 37 frames repeated 10 times, written to a temporary TIFF) with --tta none,
   to show that memory does not grow with the stack's length;
 - on a GPU, a mosaic of real frames at the papers' frame size 2568 x 1912;
+- per stage, summed over frames: read (with normalisation; a thread ahead of the device), forward, label,
+  tables and write (in the post-processing thread or ``--post-workers`` processes, beside the forward);
 - the bare forward time of the same tiles (same tile size and batch, random input; timed on up to 24 tiles
   and scaled to the run's count of tiles x TTA transforms), so that
   overhead = end-to-end / forward is visible.
 
     python benchmarks/segment.py [--data ../shared/data] [--model phase] [--device auto] [--quick]
+        [--cases t98g,d4,memory,mosaic] [--mosaic-frames N] [--post-workers 1,2,4]
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the 37- vs 370-frame memory runs")
     parser.add_argument("--mosaic-frames", type=int, default=None,
                         help="frames of the 2568x1912 mosaic case (default: 37 on a GPU, none on CPU)")
+    parser.add_argument("--cases", default="t98g,d4,memory,mosaic",
+                        help="comma-separated subset of t98g (37 frames, no TTA), d4, memory (37 vs 370), mosaic")
+    parser.add_argument("--post-workers", default="1",
+                        help="comma-separated --post-workers values for the mosaic case (e.g. 1,2,4)")
     parser.add_argument("--rss-crop", type=int, default=512,
                         help="frame crop for the 37- vs 370-frame memory runs on CPU (0: whole frames)")
     args = parser.parse_args()
@@ -126,27 +133,29 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        cases = [("t98g 37 x 1022x1024", stack, "none")]
-        if gpu:
-            cases.append(("t98g 37 x 1022x1024", stack, "d4"))
-        else:
+        wanted = set(args.cases.split(","))
+        cases = [("t98g 37 x 1022x1024", stack, "none", None)] if "t98g" in wanted else []
+        if "d4" in wanted and gpu:
+            cases.append(("t98g 37 x 1022x1024", stack, "d4", None))
+        elif "d4" in wanted:
             cases.append((f"t98g {args.d4_frames} x 1022x1024", _write_subset(stack, tmp / "d4.tif",
-                                                                             list(range(args.d4_frames))), "d4"))
-        if not args.quick:
+                                                                             list(range(args.d4_frames))), "d4", None))
+        if not args.quick and "memory" in wanted:
             crop = None if gpu else (args.rss_crop or None)
             size = f"{crop}x{crop}" if crop else "1022x1024"
             cases.append((f"t98g crops: 37 x {size}", _write_subset(stack, tmp / "x1.tif", list(range(37)), crop),
-                          "none"))
+                          "none", None))
             cases.append((f"t98g crops x10: 370 x {size}",
-                          _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10, crop), "none"))
+                          _write_subset(stack, tmp / "x10.tif", list(range(37)) * 10, crop), "none", None))
         n_mosaic = args.mosaic_frames if args.mosaic_frames is not None else (37 if gpu else 0)
-        if n_mosaic:
+        if n_mosaic and "mosaic" in wanted:
             mosaic = _write_mosaic(stack, tmp / "mosaic.tif", n_mosaic)
-            cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "none"))
-            if gpu:
-                cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "d4"))
-        for name, path, tta in cases:
-            s = _segment(path, tmp, tta=tta, **base)
+            for workers in (int(w) for w in args.post_workers.split(",")):
+                cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "none", workers))
+                if gpu:
+                    cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "d4", workers))
+        for name, path, tta, workers in cases:
+            s = _segment(path, tmp, tta=tta, **base, **({"post_workers": workers} if workers else {}))
             n_tta = {"none": 1, "flip": 4, "d4": 8}[tta]
             from cellsegcli.tiling import make_grid
 
@@ -156,12 +165,14 @@ def main() -> None:
             sample = min(tiles, 24)  # bare forward timed on up to 24 tiles, scaled to the run's tile count
             fwd = _python(FORWARD, args.model, str(grid.tile), str(sample), str(batch), args.device)
             bare = fwd["seconds"] * tiles / fwd["tiles"]
-            rows.append([name, s["device"], tta, s["frames"], s["frames"] / s["seconds"], s["peak_rss_mb"],
-                         s["seconds"], s["forward_seconds"], s.get("post_seconds") or float("nan"), bare,
+            stages = s.get("stage_seconds") or {}
+            rows.append([name, s["device"], tta, workers or "default", s["frames"], s["frames"] / s["seconds"],
+                         s["peak_rss_mb"], s["seconds"], stages.get("read", float("nan")), s["forward_seconds"],
+                         *(stages.get(k, float("nan")) for k in ("label", "tables", "write")), bare,
                          s["seconds"] / bare])
             print(f"done: {name} {tta}", file=sys.stderr, flush=True)
-    header = ["case", "device", "tta", "frames", "frames/s", "peak RSS MB", "end-to-end s", "forward in run s",
-              "post-processing s", "bare forward s", "overhead x"]
+    header = ["case", "device", "tta", "post workers", "frames", "frames/s", "peak RSS MB", "end-to-end s",
+              "read s", "forward in run s", "label s", "tables s", "write s", "bare forward s", "overhead x"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

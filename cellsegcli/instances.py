@@ -25,6 +25,8 @@ from skimage.measure import label as _label
 from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
+from . import flood, regions
+
 __all__ = ["clean_instances", "fill_holes", "interior_target", "label_instances", "label_instances_reference"]
 
 _EIGHT = np.ones((3, 3), bool)
@@ -97,7 +99,7 @@ def label_instances(
     mask = foreground >= threshold
     labels = _seeded_growth(mask, interior, seed_threshold, min_seed_size)
     if not holes:
-        labels = fill_holes(labels)
+        labels = fill_holes(labels, connected=True)
     return _sequential(labels, min_size)
 
 
@@ -106,12 +108,10 @@ def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float
     components with no seed (a new id each, after all seeds, in component order) or one seed (its id);
     only components with several seeds are flooded, inside their boxes."""
     seeds, n_seeds = ndi.label((interior >= seed_threshold) & mask, _EIGHT)
-    kept = np.bincount(seeds.ravel(), minlength=n_seeds + 1) >= max(min_seed_size, 1)   # seeds big enough
-    kept[0] = False
     components, n_components = ndi.label(mask, _EIGHT)
-    component_of = np.zeros(n_seeds + 1, np.int64)        # a seed lies in one component of the mask
-    seeded = seeds > 0
-    component_of[seeds[seeded]] = components[seeded]
+    size, component_of = regions.seed_components(seeds, components, n_seeds)   # a seed lies in one component
+    kept = size >= max(min_seed_size, 1)   # seeds big enough
+    kept[0] = False
     ids = np.flatnonzero(kept)
     per_component = np.bincount(component_of[ids], minlength=n_components + 1)
     lookup = np.zeros(n_components + 1, np.int32)
@@ -119,26 +119,28 @@ def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float
     lookup[component_of[ids[single]]] = ids[single]
     orphans = np.flatnonzero(per_component[1:] == 0) + 1
     lookup[orphans] = int(ids.max(initial=0)) + 1 + np.arange(len(orphans))
-    out = lookup[components]
+    out = regions.relabel(components, lookup)
     several = np.flatnonzero(per_component > 1)
     if len(several):
-        boxes = ndi.find_objects(components)
+        boxes = regions.boxes(components, n_components)
+        bits = (np.float32(0.0) - interior).view(np.int32)   # the flood's values, -interior (0.0, never -0.0)
         for c in several:
-            box = boxes[c - 1]
-            own = components[box] == c
-            inside = np.where(own & kept[seeds[box]], seeds[box], 0)
-            out[box][own] = watershed(-interior[box], inside, mask=own, connectivity=2)[own]
+            flood.flood_member(bits, components, c, seeds, kept, out, boxes[c - 1])
     return out
+
+
+def _box(row: np.ndarray) -> tuple[slice, slice]:
+    return slice(int(row[0]), int(row[2])), slice(int(row[1]), int(row[3]))
 
 
 def _sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     """``labels`` without the ids of fewer than ``min_size`` pixels, renumbered 1..N in the order of their
     ids, as uint32 (``_drop_small`` + ``relabel_sequential`` in one pass)."""
-    present = np.bincount(labels.ravel()) >= max(min_size, 1)
+    present = regions.label_areas(labels) >= max(min_size, 1)
     present[0] = False
     lookup = np.cumsum(present).astype(np.uint32)
     lookup[~present] = 0
-    return lookup[labels]
+    return regions.relabel(labels, lookup)
 
 
 def label_instances_reference(
@@ -175,13 +177,16 @@ def label_instances_reference(
     return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
 
 
-def fill_holes(labels: np.ndarray) -> np.ndarray:
+def fill_holes(labels: np.ndarray, *, connected: bool = False) -> np.ndarray:
     """Each instance takes what it encloses: background holes and instances lying wholly inside it.
 
     Parameters
     ----------
     labels : (Y, X) integer array
         Instance labels, 0 is background.
+    connected : bool
+        Every instance is one 8-connected piece (as :func:`label_instances`' are before this step): then
+        only the instances whose Euler number shows a hole are looked at, not every instance's box.
 
     Returns
     -------
@@ -190,9 +195,14 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
         crossing it) carries that instance's id; an instance swallowed this way disappears.
     """
     out = np.array(labels, copy=True)
-    for i, box in enumerate(ndi.find_objects(out), start=1):
-        if box is None:
-            continue
+    n = int(out.max(initial=0))
+    if n == 0:
+        return out
+    boxes, euler = regions.boxes_and_euler(out, n)
+    present = boxes[:, 2] > 0
+    candidates = np.flatnonzero(present & (euler < 1) if connected else present) + 1
+    for i in candidates:   # in id order: an instance swallowed by an earlier one has no pixels left
+        box = _box(boxes[i - 1])
         own = out[box] == i   # of `out`, so an inner instance processed before its host is still swallowed
         hole = _enclosed(own)
         if hole is not None:

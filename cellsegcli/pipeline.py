@@ -103,7 +103,13 @@ class SegmentResult:
     scores: dict[str, Any] | None = None   # evaluation summary when ground truth was given
     scale: float = 1.0                     # frames resized by this for the model (--diameter)
     tracking: dict[str, Any] | None = None  # with --track: counts and the track tables' paths
-    post_seconds: float | None = None       # labelling + tables + chunk writes, summed over frames (None: Dask)
+    stage_seconds: dict[str, float] | None = None   # read, label, write, tables summed over frames (None: Dask)
+
+    @property
+    def post_seconds(self) -> float | None:
+        """Labelling + chunk writes + tables, summed over frames (None with a Dask scheduler)."""
+        stages = self.stage_seconds
+        return None if stages is None else stages["label"] + stages["write"] + stages["tables"]
 
     @property
     def frames_per_second(self) -> float:
@@ -119,6 +125,8 @@ class SegmentResult:
             "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
             "post_seconds": None if self.post_seconds is None else round(self.post_seconds, 3),
+            "stage_seconds": None if self.stage_seconds is None else {k: round(v, 3) for k, v in
+                                                                      self.stage_seconds.items()},
             "frames_per_second": round(self.frames_per_second, 4),
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
             **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
@@ -178,18 +186,32 @@ def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
                            holes=settings.holes)
 
 
-def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int]:
+def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink,
+                  timings: dict[str, float] | None = None) -> tuple[dict, dict, int]:
     """Frame ``t``'s instance labels, written (with the image and probabilities the settings keep) to
     ``sink`` (an ``OmeZarrWriter`` or a ``FrameStore``); returns its per-cell table (dict of columns),
-    per-frame row and cell count."""
+    per-frame row and cell count. ``timings``, when given, receives the seconds of its ``label``,
+    ``write`` and ``tables`` stages."""
     from .morphology import cell_table, frame_table_row
 
+    clock = [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+        clock[0] = now
+
     labels = label_frame(prob, settings)
+    lap("label")
     sink.write_frame(t, labels, image=raw if settings.save_image else None,
                      probabilities=prob[0] if settings.save_probabilities else None)
+    lap("write")
     px = settings.pixel_size_um
-    return (cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t, pixel_size_um=px),
-            int(labels.max()))
+    out = (cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t, pixel_size_um=px),
+           int(labels.max()))
+    lap("tables")
+    return out
 
 
 def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -205,10 +227,19 @@ def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator
         yield raw, norm
 
 
-def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event) -> None:
-    """Read and normalise frames ahead of the device; errors travel down the queue."""
+def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event,
+            seconds: list[float] | None = None) -> None:
+    """Read and normalise frames ahead of the device (adding the seconds that takes to ``seconds[0]``);
+    errors travel down the queue."""
     try:
-        for item in normalised_frames(stack, percentiles, path, range(len(stack))):
+        frames = normalised_frames(stack, percentiles, path, range(len(stack)))
+        while True:
+            started = time.perf_counter()
+            item = next(frames, None)
+            if seconds is not None:
+                seconds[0] += time.perf_counter() - started
+            if item is None:
+                break
             if stop.is_set():
                 return
             out.put(item)
@@ -403,13 +434,13 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             if progress is not None:
                 progress(len(counts), info.n_frames)
 
-        post_seconds = None
+        stages = None
         if scheduler is not None:
             from .distributed import run_jobs
 
             run_jobs(client, source, config, model, settings, zarr_out, info.n_frames, frames_per_task, record)
         else:
-            post_seconds = _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify,
+            stages = _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify,
                                          started, device, info.n_frames, post_workers(config.post_workers, device))
         tracking = tracking_attrs = None
         if recorder is not None:
@@ -433,7 +464,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                          **({"tracking": tracking_attrs} if tracking_attrs else {})})
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
-                           scale=scale, tracking=tracking, post_seconds=post_seconds)
+                           scale=scale, tracking=tracking, stage_seconds=stages)
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result
@@ -449,28 +480,30 @@ def post_workers(requested: int | None, device: torch.device) -> int:
     return 1 if device.type == "cpu" else max(1, (os.cpu_count() or 1) - 2)
 
 
-def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink) -> tuple[dict, dict, int, float]:
-    """:func:`segment_frame` and the seconds it took (in the post thread, or in a worker process with
+def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings,
+              sink) -> tuple[dict, dict, int, dict[str, float]]:
+    """:func:`segment_frame` and the seconds of its stages (in the post thread, or in a worker process with
     ``sink`` a ``FrameStore``)."""
-    started = time.perf_counter()
-    return (*segment_frame(t, prob, raw, settings, sink), time.perf_counter() - started)
+    timings: dict[str, float] = {}
+    return (*segment_frame(t, prob, raw, settings, sink, timings), timings)
 
 
 def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
-                  started: float, device, n_frames: int, workers: int = 1) -> float:
+                  started: float, device, n_frames: int, workers: int = 1) -> dict[str, float]:
     """Reader thread -> device -> post-processing (a thread, or ``workers`` processes), in this process.
     Frames are recorded in order; at most ``workers + 1`` wait for post-processing. Returns the seconds
-    spent post-processing (labelling, tables, chunk writes), summed over frames."""
+    spent per stage (``read`` with normalisation, ``label``, ``write``, ``tables``), summed over frames."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     frames_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames_q, stop),
-                              daemon=True)
+    read_seconds = [0.0]
+    reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames_q, stop,
+                                                    read_seconds), daemon=True)
     reader.start()
     pending: list[tuple[int, Future]] = []
-    post_seconds = [0.0]
+    stages: dict[str, float] = {"read": 0.0, "label": 0.0, "write": 0.0, "tables": 0.0}
     stream = frame_stream(model, predictor, _items(frames_q))
     if workers > 1:   # spawn: no fork of a process holding torch's threads; they write through a FrameStore
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
@@ -479,10 +512,11 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
         pool, sink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post"), zarr_out
 
     def finish(t: int, future: Future) -> None:
-        cells, row, n_cells, seconds = future.result()
+        cells, row, n_cells, timings = future.result()
         if sink is not zarr_out:
             zarr_out.mark_written(t)
-        post_seconds[0] += seconds
+        for stage, seconds in timings.items():
+            stages[stage] += seconds
         record(cells, row, n_cells)
 
     try:
@@ -505,7 +539,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
                 frames_q.get_nowait()
             except queue.Empty:
                 reader.join(timeout=0.1)
-    return post_seconds[0]
+    stages["read"] = read_seconds[0]
+    return stages
 
 
 def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) -> None:

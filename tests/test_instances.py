@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from cellsegcli.instances import clean_instances, interior_target, label_instances
+from cellsegcli.instances import clean_instances, fill_holes, interior_target, label_instances
 
 
 def _disk(shape: tuple[int, int], cy: int, cx: int, r: float) -> np.ndarray:
@@ -327,3 +327,41 @@ def test_enclosed_pixels_are_binary_fill_holes() -> None:
         expected = ndi.binary_fill_holes(own) & ~own
         got = _enclosed(own)
         np.testing.assert_array_equal(np.zeros_like(own) if got is None else got, expected)
+
+
+def test_flood_equals_scikit_image_watershed() -> None:
+    """Same labels pixel for pixel, ties included (values on a coarse grid, -0.0 next to 0.0)."""
+    from skimage.segmentation import watershed as skimage_watershed
+
+    from cellsegcli.flood import watershed
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 45, 2))
+        image = rng.random(shape).astype(np.float32)
+        if trial % 3 == 0:
+            image = np.round(image * 3).astype(np.float32) / 3 * rng.choice([-1, 1])   # ties, and -0.0
+        mask = rng.random(shape) < 0.8
+        markers = np.zeros(shape, np.int32)
+        k = int(rng.integers(1, 7))
+        markers[rng.integers(0, shape[0], k), rng.integers(0, shape[1], k)] = np.arange(1, k + 1)
+        if trial % 5 == 0:
+            markers = ndi.label(rng.random(shape) < 0.1)[0].astype(np.int32)   # seeds of several pixels
+        expected = skimage_watershed(image, markers, mask=mask, connectivity=2)
+        np.testing.assert_array_equal(watershed(image, markers, mask), expected)
+
+
+def test_fill_holes_of_connected_instances_uses_the_euler_number() -> None:
+    """``connected=True`` looks only at instances with a hole; same result as looking at all of them."""
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        fg, interior = _random_probabilities(int(rng.integers(0, 1000)), shape=(90, 110), cells=25)
+        labels = label_instances(fg, interior, holes=True)
+        labels[rng.random(labels.shape) < 0.02] = 0   # pinholes: one-pixel holes in many instances
+        labels = clean_instances(labels)   # one 8-connected piece per instance, as fill_holes assumes
+        np.testing.assert_array_equal(fill_holes(labels, connected=True), fill_holes(labels))
+    ring = np.zeros((9, 9), np.uint16)
+    ring[1:8, 1:8] = 1
+    ring[3:6, 3:6] = 0
+    ring[4, 4] = 2   # an instance inside the hole of another: swallowed
+    np.testing.assert_array_equal(fill_holes(ring, connected=True), np.pad(np.ones((7, 7), np.uint16), 1))

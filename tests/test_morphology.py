@@ -222,3 +222,52 @@ def test_agrees_with_scikit_image_on_real_cells(shared_data) -> None:
     np.testing.assert_allclose(turn, 0, atol=1e-9)
     # our hull passes through pixel centres, scikit-image's through pixel corners: never smaller
     assert (ours["solidity"] >= ref["solidity"] - 1e-12).all() and (ours["solidity"] <= 1).all()
+
+
+# --- the compiled passes against the per-cell reference ------------------------------------------------------
+
+
+def _compare_tables(labels: np.ndarray, image: np.ndarray | None) -> None:
+    from cellsegcli.morphology import cell_table_reference
+
+    ours, ref = cell_table(labels, image), cell_table_reference(labels, image)
+    for name in CELL_COLUMNS:
+        assert ours[name].dtype == ref[name].dtype, name
+        if name in ("orientation",):   # the same axis may read -pi/2 + e or pi/2 - e: compare as angles mod pi
+            turn = np.angle(np.exp(2j * (ours[name] - ref[name])))
+            np.testing.assert_allclose(turn, 0, atol=1e-9, err_msg=name)
+        else:
+            np.testing.assert_allclose(ours[name], ref[name], rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.int64, np.uint64])
+def test_compiled_table_equals_the_per_cell_reference(dtype) -> None:
+    """Noise labels: cells in pieces, with holes, one pixel, one row, touching the frame edge, every dtype."""
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    for _ in range(60):
+        shape = tuple(int(v) for v in rng.integers(1, 40, 2))
+        labels = rng.integers(0, rng.integers(2, 9), shape).astype(dtype)
+        _compare_tables(labels, rng.random(shape) if rng.random() < 0.7 else None)
+
+
+def test_compiled_table_on_sparse_huge_ids_and_blobs() -> None:
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    blobs, _ = ndi.label(ndi.gaussian_filter(rng.random((300, 260)), 4) > 0.5)
+    _compare_tables(blobs, rng.random(blobs.shape).astype(np.float32))
+    huge = np.where(blobs > 0, blobs.astype(np.uint64) * 10**12, 0).astype(np.uint64)   # the np.unique path
+    _compare_tables(huge, None)
+    big = np.zeros((2100, 1500), np.uint16)
+    big[3:2099, 2:1499] = 7   # one cell of 3.1 M pixels: the float branch of the moments
+    _compare_tables(big, None)
+
+
+@pytest.mark.data
+def test_compiled_table_equals_the_reference_on_real_cells(shared_data) -> None:
+    import tifffile
+    from skimage.io import imread
+
+    for name in ("set07", "set31"):
+        labels = imread(shared_data / "usiigaci-phase" / "masks" / f"{name}.png")
+        _compare_tables(labels, tifffile.imread(shared_data / "usiigaci-phase" / "images" / f"{name}.tif"))

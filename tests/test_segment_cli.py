@@ -61,6 +61,9 @@ def test_segment_writes_labels_tables_and_summary(env, tmp_path):
     assert summary["frames"] == 3 and summary["shape"] == [96, 128] and summary["pixel_size_um"] == 0.5
     assert summary["model"] == "tiny" and summary["tta"] == "none" and summary["tile"] == 64
     assert 0 < summary["post_seconds"] < summary["seconds"]
+    stages = summary["stage_seconds"]
+    assert set(stages) == {"read", "label", "write", "tables"} and all(v > 0 for v in stages.values())
+    assert stages["label"] + stages["write"] + stages["tables"] == pytest.approx(summary["post_seconds"], abs=2e-3)
     labels = zarr.open_group(tmp_path / "movie.zarr", mode="r")["labels/cells/0"]
     assert labels.shape == (3, 96, 128) and labels.dtype == np.uint32 and labels.chunks == (1, 96, 128)
     root = zarr.open_group(tmp_path / "movie.zarr", mode="r")
