@@ -106,24 +106,49 @@ class TiledPredictor:
                            scaled_shape(shape, self.options.scale)).numpy()
         grid = make_grid(frame.shape[-2:], tile=self.options.tile, overlap=self.options.overlap)
         padded = np.ascontiguousarray(pad_frame(frame, grid.padded), dtype=np.float32)
-        data = torch.from_numpy(padded).to(self.device, non_blocking=True)
+        data = torch.from_numpy(padded)
+        if self.device.type == "cuda":   # pinned: the copy overlaps the device's work on earlier tiles
+            data = data.pin_memory()
+        data = data.to(self.device, non_blocking=True)
         return _Frame(grid=grid, data=data, shape=shape, remaining=len(grid.tiles) * n_transforms)
 
     def _run_batch(self, pending: deque[tuple[_Frame, Tile, int]]) -> None:
+        """One batch of (frame, tile, transform) jobs: the tiles are cut once each, transformed all at once by
+        one gather, run, undone by one gather, summed per tile and added to their frames' accumulators."""
         size = pending[0][0].grid.tile
         jobs = []
         while pending and len(jobs) < self.options.batch_size and pending[0][0].grid.tile == size:
             jobs.append(pending.popleft())
-        x = torch.stack([_tta.apply(state.data[:, tile.rows, tile.cols], k) for state, tile, k in jobs])
-        y = self._forward(x)
+        tiles: list[tuple[_Frame, Tile]] = []
+        slot: list[int] = []
+        for state, tile, _ in jobs:   # the distinct tiles, in order (a tile's transforms are consecutive)
+            if not tiles or tiles[-1][0] is not state or tiles[-1][1] != tile:
+                tiles.append((state, tile))
+            slot.append(len(tiles) - 1)
+        forward, inverse = self._permutations(size)
+        ks = torch.tensor([k for _, _, k in jobs], device=self.device)
+        which = torch.tensor(slot, device=self.device)
+        crops = torch.stack([state.data[:, tile.rows, tile.cols] for state, tile in tiles]).flatten(2)   # (U, C, T*T)
+        channels = torch.arange(crops.shape[1], device=self.device)
+        x = crops[which[:, None, None], channels[None, :, None], forward[ks][:, None, :]]
+        y = self._forward(x.view(len(jobs), crops.shape[1], size, size))
         if self.activation is not None:
             y = self.activation(y)
-        weights = self._weights(size)
-        for (state, tile, k), out in zip(jobs, y, strict=True):
+        y = torch.gather(y.flatten(2), 2, inverse[ks][:, None, :].expand(-1, y.shape[1], -1))   # undone
+        summed = torch.zeros((len(tiles), *y.shape[1:]), dtype=y.dtype, device=self.device).index_add_(0, which, y)
+        summed = summed.view(len(tiles), y.shape[1], size, size) * self._weights(size)
+        for (state, tile), out in zip(tiles, summed, strict=True):
             if state.acc is None:
                 state.acc = torch.zeros((out.shape[0], *state.grid.padded), dtype=torch.float32, device=self.device)
-            state.acc[:, tile.rows, tile.cols] += _tta.invert(out, k) * weights
+            state.acc[:, tile.rows, tile.cols] += out
+        for state, _, _ in jobs:
             state.remaining -= 1
+
+    def _permutations(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self.__dict__.setdefault("_permutation_cache", {})
+        if size not in cache:
+            cache[size] = _tta.permutations(size, self.device)
+        return cache[size]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         import time

@@ -34,3 +34,14 @@ def invert(y: torch.Tensor, k: int) -> torch.Tensor:
     if k % 4:
         y = torch.rot90(y, -(k % 4), dims=(-2, -1))
     return torch.flip(y, dims=(-1,)) if k // 4 else y
+
+
+def permutations(size: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(8, size * size) index maps of the transforms of a square tile and of their inverses, so that for
+    any (..., size, size) ``x``: ``apply(x, k).flatten(-2) == x.flatten(-2)[..., forward[k]]`` and
+    ``invert(y, k).flatten(-2) == y.flatten(-2)[..., inverse[k]]``; one gather then transforms a whole
+    batch of tiles, each by its own ``k``."""
+    grid = torch.arange(size * size, device=device).view(size, size)
+    forward = torch.stack([apply(grid, k).reshape(-1) for k in range(8)])
+    inverse = torch.stack([invert(grid, k).reshape(-1) for k in range(8)])
+    return forward, inverse

@@ -127,3 +127,23 @@ def test_scale_one_is_exactly_the_unscaled_path():
 def test_implausible_scales_are_refused(scale):
     with pytest.raises(ValueError, match="scale"):
         InferenceOptions(scale=scale)
+
+
+def test_batched_tta_equals_one_job_at_a_time():
+    """Batches that hold several tiles, a tile's transforms split over two batches, tiles of two frames:
+    same output as one (tile, transform) per batch, for a model that is neither equivariant nor local."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 2, 5, padding=2)
+    ramp = torch.linspace(-1, 1, 64)
+
+    def model(x):
+        with torch.no_grad():
+            return conv(x) + ramp + x.mean(dim=(1, 2, 3), keepdim=True)   # per tile, not per batch
+
+    rng = np.random.default_rng(0)
+    frames = [rng.random((100, 120)).astype(np.float32) for _ in range(2)]
+    ref = list(_predictor(model, tile=64, tta="d4", batch_size=1).predict_stream(frames))
+    for batch in (3, 8, 13):
+        got = list(_predictor(model, tile=64, tta="d4", batch_size=batch).predict_stream(frames))
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)

@@ -27,3 +27,12 @@ def test_flip_mode_is_the_four_axis_flips():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="d4"):
         tta.transforms("d8")
+
+
+@pytest.mark.parametrize("size", [1, 4, 7])
+def test_permutations_are_the_transforms_as_one_gather(size):
+    x = torch.randn(2, 3, size, size)
+    forward, inverse = tta.permutations(size)
+    for k in range(8):
+        assert torch.equal(x.flatten(-2)[..., forward[k]].view_as(x), tta.apply(x, k))
+        assert torch.equal(x.flatten(-2)[..., inverse[k]].view_as(x), tta.invert(x, k))
