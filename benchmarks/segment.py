@@ -83,27 +83,35 @@ def _write_subset(src: Path, dst: Path, frames: list[int], crop: int | None = No
     """A TYX stack of the given frames of ``src`` (optionally their top-left ``crop`` x ``crop``)."""
     import tifffile
 
-    with tifffile.TiffFile(src) as tif, tifffile.TiffWriter(dst) as out:
+    with tifffile.TiffFile(src) as tif:
         series = tif.series[0]
-        for i, t in enumerate(frames):
-            frame = series.asarray(key=t)
-            if crop:
-                frame = frame[:crop, :crop]
-            out.write(frame, contiguous=True, metadata={"axes": "TYX"} if i == 0 else None)
+        first = series.asarray(key=frames[0])[:crop, :crop] if crop else series.asarray(key=frames[0])
+
+        def pages():
+            for t in frames:
+                frame = series.asarray(key=t)
+                yield frame[:crop, :crop] if crop else frame
+
+        tifffile.imwrite(dst, pages(), shape=(len(frames), *first.shape), dtype=first.dtype,
+                         metadata={"axes": "TYX"})
     return dst
 
 
 def _write_mosaic(src: Path, dst: Path, frames: int, shape=(1912, 2568)) -> Path:
-    """Frames of the papers' size stitched from real frames (mirrored tiles so edges stay continuous)."""
+    """Frames of the papers' size stitched from real frames (mirrored tiles so edges stay continuous),
+    streamed to ``dst`` one frame at a time."""
     import tifffile
 
-    with tifffile.TiffFile(src) as tif, tifffile.TiffWriter(dst) as out:
+    with tifffile.TiffFile(src) as tif:
         series = tif.series[0]
         n = series.shape[0]
-        for t in range(frames):
-            f = series.asarray(key=t % n)
-            big = np.block([[f, f[:, ::-1], f], [f[::-1], f[::-1, ::-1], f[::-1]]])[: shape[0], : shape[1]]
-            out.write(big, contiguous=True, metadata={"axes": "TYX"} if t == 0 else None)
+
+        def pages():
+            for t in range(frames):
+                f = series.asarray(key=t % n)
+                yield np.block([[f, f[:, ::-1], f], [f[::-1], f[::-1, ::-1], f[::-1]]])[: shape[0], : shape[1]]
+
+        tifffile.imwrite(dst, pages(), shape=(frames, *shape), dtype=series.dtype, metadata={"axes": "TYX"})
     return dst
 
 

@@ -274,6 +274,9 @@ def segment_cli(
                                   "probability (uint8).")] = False,
     table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (killed, Ctrl-C, a full "
+                      "disk) of the same input, model and options from its last finished frame; the result is "
+                      "the same as an uninterrupted run's.")] = False,
     gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth labels (TIFF stack, folder or zarr) to "
                   "score against; writes NAME.scores.csv.")] = None,
     device: DeviceOpt = "auto",
@@ -308,7 +311,7 @@ def segment_cli(
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
-            post_workers=post_workers,
+            post_workers=post_workers, resume=resume,
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")

@@ -105,9 +105,21 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
     return results
 
 
-def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: int, frames_per_task: int,
-             record: Callable[[dict, dict, int], None]) -> None:
-    """Submit the stack's frame ranges to the cluster and record their tables in frame order."""
+def _ranges(frames: list[int], size: int) -> list[tuple[int, int]]:
+    """``frames`` (sorted) as half-open ranges of consecutive frames, each at most ``size`` long."""
+    out: list[tuple[int, int]] = []
+    for t in frames:
+        if out and out[-1][1] == t and t - out[-1][0] < size:
+            out[-1] = (out[-1][0], t + 1)
+        else:
+            out.append((t, t + 1))
+    return out
+
+
+def run_jobs(client, source: Path, config, model, settings, zarr_out, frames: list[int], frames_per_task: int,
+             record: Callable[[int, dict, dict, int], None]) -> None:
+    """Submit ranges of ``frames`` (consecutive frames, at most ``frames_per_task`` each) to the cluster and
+    record each frame's tables, ``record(t, cells, row, n_cells)``, in frame order."""
     from dask.distributed import as_completed, wait
 
     if frames_per_task < 1:
@@ -116,8 +128,8 @@ def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: 
             else model.config.name if model.path is None else str(model.path.resolve()))
     store = zarr_out.frame_store()
     abort = store.temp_path / ".abort"
-    jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, min(a + frames_per_task, n_frames),
-                abort) for a in range(0, n_frames, frames_per_task)]
+    jobs = [Job(source.resolve(), config, name, model.sha256, settings, store, a, b, abort)
+            for a, b in _ranges(frames, frames_per_task)]
     futures = [client.submit(run_job, job, pure=False) for job in jobs]
     order = {f.key: i for i, f in enumerate(futures)}
     done: dict[int, list] = {}
@@ -128,7 +140,7 @@ def run_jobs(client, source: Path, config, model, settings, zarr_out, n_frames: 
             while next_job in done:
                 for t, cells, row, n_cells in done.pop(next_job):
                     zarr_out.mark_written(t)
-                    record(cells, row, n_cells)
+                    record(t, cells, row, n_cells)
                 next_job += 1
     except BaseException:
         # Cancelling does not stop a task already running in a worker thread, which would go on writing

@@ -59,6 +59,7 @@ class SegmentConfig:
     track: bool = False                # link cells over time: labels hold track ids (see cellsegcli.tracking)
     link: Any = None                   # tracking.LinkOptions (None: the defaults)
     frame_interval_min: float | None = None   # minutes between frames (default: from the file's metadata)
+    resume: bool = False               # continue an interrupted run of the same input, model and options
     post_workers: int | None = None    # processes labelling frames (None: 1 on CPU, the spare cores on a GPU)
 
 
@@ -104,6 +105,7 @@ class SegmentResult:
     scale: float = 1.0                     # frames resized by this for the model (--diameter)
     tracking: dict[str, Any] | None = None  # with --track: counts and the track tables' paths
     stage_seconds: dict[str, float] | None = None   # read, label, write, tables summed over frames (None: Dask)
+    frames_resumed: int = 0                          # frames an interrupted run had finished (--resume)
 
     @property
     def post_seconds(self) -> float | None:
@@ -127,7 +129,7 @@ class SegmentResult:
             "post_seconds": None if self.post_seconds is None else round(self.post_seconds, 3),
             "stage_seconds": None if self.stage_seconds is None else {k: round(v, 3) for k, v in
                                                                       self.stage_seconds.items()},
-            "frames_per_second": round(self.frames_per_second, 4),
+            "frames_per_second": round(self.frames_per_second, 4), "frames_resumed": self.frames_resumed,
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
             **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
             **({"tracks": self.tracking} if self.tracking else {}),
@@ -214,7 +216,7 @@ def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSett
     return out
 
 
-def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def normalised_frames(stack, percentiles, path: Path, frames) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(raw, normalised) frames of ``stack``; a NaN or constant frame is a CellsegError naming it."""
     from .normalize import BadFrameError, normalize
 
@@ -227,12 +229,12 @@ def normalised_frames(stack, percentiles, path: Path, frames: range) -> Iterator
         yield raw, norm
 
 
-def _reader(stack, percentiles, path: Path, out: queue.Queue, stop: threading.Event,
+def _reader(stack, percentiles, path: Path, which: list[int], out: queue.Queue, stop: threading.Event,
             seconds: list[float] | None = None) -> None:
-    """Read and normalise frames ahead of the device (adding the seconds that takes to ``seconds[0]``);
-    errors travel down the queue."""
+    """Read and normalise the frames ``which`` ahead of the device (adding the seconds that takes to
+    ``seconds[0]``); errors travel down the queue."""
     try:
-        frames = normalised_frames(stack, percentiles, path, range(len(stack)))
+        frames = normalised_frames(stack, percentiles, path, which)
         while True:
             started = time.perf_counter()
             item = next(frames, None)
@@ -336,9 +338,10 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     :mod:`cellsegcli.distributed`).
     """
     from .device import resolve_device
+    from .errors import OutputExistsError
     from .io.omezarr import OmeZarrWriter
     from .io.readers import open_stack
-    from .io.tables import TableWriter
+    from .io.rundir import RunFolder
     from .models import load_models
 
     if isinstance(scheduler, str):
@@ -407,67 +410,148 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                f"press Ctrl-C and pass --tta none for speed")
     counts: list[int] = []
     recorder = None
-    if config.track:
-        from .tracking import LinkOptions
-        from .tracking.pipeline import TrackRecorder
+    try:
+        for path in (outputs.zarr, outputs.cells, outputs.frames):
+            if (path.exists() or path.is_symlink()) and not config.overwrite:
+                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        run = RunFolder(outputs.zarr, _fingerprint(source, info, attributes, config), info.n_frames)
+        with _os_errors(outputs.zarr):
+            done = set(run.acquire(resume=config.resume, notify=notify))
+        if config.track:
+            from .tracking import LinkOptions
+            from .tracking.pipeline import TrackRecorder
 
-        try:
-            recorder = TrackRecorder(info.n_frames, config.link or LinkOptions(), outputs.cells.parent)
-        except BaseException:
-            stack.close()
-            raise
-    spool = contextlib.closing(recorder) if recorder is not None else contextlib.nullcontext()
-    with stack, spool, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
-                              image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
-                              save_probabilities=config.save_probabilities, attributes=attributes,
-                              overwrite=config.overwrite) as zarr_out, \
-            TableWriter(outputs.cells, format=config.table_format, overwrite=config.overwrite) as cells_out, \
-            TableWriter(outputs.frames, format=config.table_format, overwrite=config.overwrite) as frames_out:
+            recorder = TrackRecorder(info.n_frames, config.link or LinkOptions(), run.path)
+    except BaseException:
+        stack.close()
+        raise
+    todo = [t for t in range(info.n_frames) if t not in done]
+    published = False
+    try:
+        with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
+                                  image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
+                                  save_probabilities=config.save_probabilities, attributes=attributes,
+                                  overwrite=config.overwrite, temp_path=run.store_path,
+                                  resume=bool(done)) as zarr_out:
+            for t in sorted(done):
+                zarr_out.mark_written(t)
+            finished = [len(done)]
 
-        def record(cells: dict, row: dict, n_cells: int) -> None:
+            def frame_done(t: int, cells: dict, row: dict, n_cells: int) -> None:
+                with _os_errors(outputs.zarr):
+                    run.write_part(t, cells, row, n_cells)
+                finished[0] += 1
+                if progress is not None:
+                    progress(finished[0], info.n_frames)
+
+            stages = None
+            if scheduler is not None:
+                from .distributed import run_jobs
+
+                run_jobs(client, source, config, model, settings, zarr_out, todo, frames_per_task, frame_done)
+            elif todo:
+                stages = _segment_here(stack, model, predictor, settings, source, zarr_out, frame_done, notify,
+                                       started, device, todo, post_workers(config.post_workers, device))
+            published = _finish_run(run, zarr_out, outputs, track_outputs, recorder, counts, config, started,
+                                    info, px, interval, notify)
+    except BaseException as exc:
+        # kept for --resume after an interruption (Ctrl-C, SIGTERM) or a write error (full disk); a bad frame
+        # or option would fail the same way again: nothing is kept
+        keep = isinstance(exc, (KeyboardInterrupt, SystemExit)) or getattr(exc, "resumable", False)
+        run.release(remove=not keep)
+        raise
+    else:
+        run.release(remove=True)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    tracking = published if isinstance(published, dict) else None
+    seconds = time.monotonic() - started
+    result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
+                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
+                           scale=scale, tracking=tracking, stage_seconds=stages, frames_resumed=len(done))
+    if config.gt is not None:
+        result.scores = _score(outputs, config.gt, config.table_format)
+    return result
+
+
+def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) -> dict:
+    """What a run segments, for ``--resume`` to check: the input file, the model and every option that
+    changes labels or outputs."""
+    try:
+        size = sum(p.stat().st_size for p in ([source] if source.is_file() else sorted(source.rglob("*"))))
+    except OSError:
+        size = None
+    keep = ("model_sha256", "architecture", "tta", "tile", "overlap", "threshold", "seed_threshold", "min_size",
+            "scale", "axes", "channel", "pixel_size_um", "version")
+    return {"input": str(source.resolve()), "input_bytes": size, "frames": info.n_frames, "shape": list(info.shape),
+            **{k: attributes.get(k) for k in keep}, "save_image": config.save_image,
+            "save_probabilities": config.save_probabilities, "track": bool(config.track),
+            "table_format": config.table_format}
+
+
+@contextlib.contextmanager
+def _os_errors(path: Path) -> Iterator[None]:
+    """A full disk or a read-only folder while writing the run folder of ``path``: one line."""
+    from .io.atomic import os_error_message
+
+    try:
+        yield
+    except OSError as exc:
+        error = CellsegError(os_error_message(path, exc))
+        error.resumable = True
+        raise error from None
+
+
+def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts: list[int], config: SegmentConfig,
+                started: float, info, px, interval, notify) -> bool | dict:
+    """Every frame is done: build the tables from the frames' parts in frame order (the same bytes whether
+    or not the run was interrupted), link tracks, then publish zarr and tables together. Returns True, or
+    the tracking summary with ``--track``."""
+    from .io.tables import TableWriter
+
+    tracking = tracking_attrs = None
+    staged = Outputs(run.path / outputs.zarr.name, run.path / outputs.cells.name, run.path / outputs.frames.name,
+                     outputs.scores)
+    with _os_errors(outputs.zarr), \
+            TableWriter(staged.cells, format=config.table_format, overwrite=True) as cells_out, \
+            TableWriter(staged.frames, format=config.table_format, overwrite=True) as frames_out:
+        for t in range(info.n_frames):
+            cells, row, n_cells = run.read_part(t)
             if recorder is not None:
-                recorder.record(len(counts), cells)
+                recorder.record(t, cells)
             else:
                 cells_out.append(cells)
             frames_out.append({k: [v] for k, v in row.items()})
             counts.append(n_cells)
-            if progress is not None:
-                progress(len(counts), info.n_frames)
-
-        stages = None
-        if scheduler is not None:
-            from .distributed import run_jobs
-
-            run_jobs(client, source, config, model, settings, zarr_out, info.n_frames, frames_per_task, record)
-        else:
-            stages = _segment_here(stack, model, predictor, settings, source, zarr_out, record, notify,
-                                         started, device, info.n_frames, post_workers(config.post_workers, device))
-        tracking = tracking_attrs = None
+        moves = []
         if recorder is not None:
-            from .tracking.pipeline import tracking_attributes, write_track_tables
+            from .tracking.pipeline import TrackOutputs, tracking_attributes, write_track_tables
 
+            if (run.path / "relabelling").exists():
+                raise CellsegError(f"{outputs.zarr}: the interrupted run stopped while relabelling frames with "
+                                   f"track ids; rerun without --resume to start over")
+            (run.path / "relabelling").touch()
             if notify is not None:
                 notify(f"linking {int(sum(counts))} cells over {info.n_frames} frames into tracks, then "
                        f"relabelling the frames")
             tracks = recorder.finish(zarr_out, cells_out)
             zarr_out.write_tracks(tracks.lineage)
-            write_track_tables(track_outputs, recorder.detections, tracks, pixel_size_um=px,
-                               frame_interval_min=interval, table_format=config.table_format,
-                               overwrite=config.overwrite)
+            staged_tracks = TrackOutputs.for_zarr(staged.zarr, config.table_format)
+            write_track_tables(staged_tracks, recorder.detections, tracks, pixel_size_um=px,
+                               frame_interval_min=interval, table_format=config.table_format, overwrite=True)
             tracking_attrs = tracking_attributes(tracks, recorder.options, recorder.link_seconds)
             tracking = {**tracking_attrs, "tracks_table": str(track_outputs.tracks),
                         "napari_tracks": str(track_outputs.napari), "lineage": str(track_outputs.lineage)}
-        seconds = time.monotonic() - started
+            moves += list(zip((staged_tracks.tracks, staged_tracks.napari, staged_tracks.lineage),
+                              (track_outputs.tracks, track_outputs.napari, track_outputs.lineage), strict=True))
         cells_out.commit()
         frames_out.commit()
-        zarr_out.commit({"seconds": round(seconds, 3), "cells_total": int(sum(counts)),
-                         **({"tracking": tracking_attrs} if tracking_attrs else {})})
-    result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
-                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
-                           scale=scale, tracking=tracking, stage_seconds=stages)
-    if config.gt is not None:
-        result.scores = _score(outputs, config.gt, config.table_format)
-    return result
+        zarr_out.commit({"seconds": round(time.monotonic() - started, 3), "cells_total": int(sum(counts)),
+                         **({"tracking": tracking_attrs} if tracking_attrs else {})}, publish=False)
+        moves += [(staged.cells, outputs.cells), (staged.frames, outputs.frames), (staged.zarr, outputs.zarr)]
+        run.publish(moves, overwrite=config.overwrite)
+    return tracking or True
 
 
 def post_workers(requested: int | None, device: torch.device) -> int:
@@ -488,8 +572,8 @@ def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings
     return (*segment_frame(t, prob, raw, settings, sink, timings), timings)
 
 
-def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, record, notify,
-                  started: float, device, n_frames: int, workers: int = 1) -> dict[str, float]:
+def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, frame_done, notify,
+                  started: float, device, frames: list[int], workers: int = 1) -> dict[str, float]:
     """Reader thread -> device -> post-processing (a thread, or ``workers`` processes), in this process.
     Frames are recorded in order; at most ``workers + 1`` wait for post-processing. Returns the seconds
     spent per stage (``read`` with normalisation, ``label``, ``write``, ``tables``), summed over frames."""
@@ -499,8 +583,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     frames_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     read_seconds = [0.0]
-    reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames_q, stop,
-                                                    read_seconds), daemon=True)
+    reader = threading.Thread(target=_reader, args=(stack, model.config.percentiles, source, frames, frames_q,
+                                                    stop, read_seconds), daemon=True)
     reader.start()
     pending: list[tuple[int, Future]] = []
     stages: dict[str, float] = {"read": 0.0, "label": 0.0, "write": 0.0, "tables": 0.0}
@@ -517,18 +601,19 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
             zarr_out.mark_written(t)
         for stage, seconds in timings.items():
             stages[stage] += seconds
-        record(cells, row, n_cells)
+        frame_done(t, cells, row, n_cells)
 
     try:
-        for t, (raw, prob) in enumerate(stream):
+        for i, (raw, prob) in enumerate(stream):
+            t = frames[i]
             pending.append((t, pool.submit(_post_job, t, prob, raw, settings, sink)))
             while len(pending) > workers or (pending and pending[0][1].done()):
                 finish(*pending.pop(0))
-            if t == 0 and notify is not None and n_frames > 1:
+            if i == 0 and notify is not None and len(frames) > 1:
                 per = time.monotonic() - started
                 tta = predictor.options.tta if predictor else "none"
                 notify(f"first frame took {per:.1f} s on {device} with tta {tta}; "
-                       f"~{per * n_frames / 60:.1f} min for {n_frames} frames")
+                       f"~{per * len(frames) / 60:.1f} min for {len(frames)} frames")
         while pending:
             finish(*pending.pop(0))
     finally:

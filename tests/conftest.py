@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-data folder (skips when absent) and small synthetic images."""
+"""Shared fixtures: the real-data folder (skips when absent), small synthetic images, and a tiny randomly
+initialised model (``tiny``) found through ``CELLSEG_WEIGHTS``."""
 
 from __future__ import annotations
 
@@ -32,3 +33,24 @@ def disks() -> np.ndarray:
     for i, (cy, cx, r) in enumerate([(20, 20, 10), (20, 39, 10), (48, 60, 8)], start=1):
         labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
     return labels
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """A folder holding the model ``tiny``: a randomly initialised FPN (outputs are never asserted)."""
+    import torch
+
+    from cellsegcli.models import ModelConfig, build, save_model
+
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    save_model(build("resnet18-fpn", in_channels=1, classes=2),
+               ModelConfig(name="tiny", architecture="resnet18-fpn", description="random weights, tests"),
+               root / "tiny", half=True)
+    return root
+
+
+@pytest.fixture
+def env(weights, monkeypatch):
+    monkeypatch.setenv("CELLSEG_WEIGHTS", str(weights))
+    return weights

@@ -20,24 +20,6 @@ from cellsegcli.models import ModelConfig, build, save_model
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("weights")
-    import torch
-
-    torch.manual_seed(0)
-    net = build("resnet18-fpn", in_channels=1, classes=2)
-    save_model(net, ModelConfig(name="tiny", architecture="resnet18-fpn", description="random weights, tests"),
-               root / "tiny", half=True)
-    return root
-
-
-@pytest.fixture
-def env(weights, monkeypatch):
-    monkeypatch.setenv("CELLSEG_WEIGHTS", str(weights))
-    return weights
-
-
 def _stack(path: Path, frames: int = 3, shape=(96, 128), dtype=np.uint16) -> Path:
     rng = np.random.default_rng(0)
     data = (rng.random((frames, *shape)) * 1000).astype(dtype)

@@ -118,7 +118,9 @@ class AtomicOutput:
             yield
         except OSError as exc:
             self.abort()
-            raise CellsegError(os_error_message(self.path, exc)) from exc
+            error = CellsegError(os_error_message(self.path, exc))
+            error.resumable = True   # a full disk or a lost mount: a run in a run folder can be resumed
+            raise error from exc
 
     def __enter__(self):
         return self

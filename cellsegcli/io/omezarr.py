@@ -139,6 +139,8 @@ class OmeZarrWriter(AtomicOutput):
         save_probabilities: bool = False,
         attributes: dict | None = None,
         overwrite: bool = False,
+        temp_path: Path | None = None,
+        resume: bool = False,
     ) -> None:
         self.path = Path(path)
         self.n_frames = int(n_frames)
@@ -155,12 +157,38 @@ class OmeZarrWriter(AtomicOutput):
             raise ValueError(f"pixel_size_um must be positive or None, got {pixel_size_um}")
         if (self.path.exists() or self.path.is_symlink()) and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
-        self.temp_path = temp_path_for(self.path)
+        self._keep = temp_path is not None   # built in a run folder: kept for --resume when not committed
+        self.temp_path = Path(temp_path) if self._keep else temp_path_for(self.path)
         with self._on_os_error():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_partials(self.path)
-            remove_path(self.temp_path)
-            self._create(pixel_size_um)
+            if not self._keep:
+                remove_stale_partials(self.path)
+            if resume and (self.temp_path / "zarr.json").is_file():
+                self._open_existing()
+            else:
+                remove_path(self.temp_path)
+                self._create(pixel_size_um)
+
+    def _open_existing(self) -> None:
+        """Reopen the store an interrupted run left (``resume``), after checking its arrays."""
+        from ..errors import CellsegError
+
+        root = zarr.open_group(LocalStore(self.temp_path), mode="r+", zarr_format=3)
+        want = {LABELS_PATH: np.uint32, IMAGE_PATH: self.image_dtype,
+                PROBABILITIES_PATH: np.uint8 if self.save_probabilities else None}
+        found = {}
+        for key, dtype in want.items():
+            if dtype is None:
+                continue
+            array = root.get(key)
+            if not isinstance(array, zarr.Array) or array.shape != (self.n_frames, *self.shape) \
+                    or array.dtype != np.dtype(dtype):
+                raise CellsegError(f"{self.temp_path}: the interrupted run's store has no valid {key}; rerun "
+                                   f"without --resume to start over")
+            found[key] = array
+        self._root = root
+        self._labels, self._image = found[LABELS_PATH], found.get(IMAGE_PATH)
+        self._probabilities = found.get(PROBABILITIES_PATH)
 
     def _create(self, pixel_size_um: float | None) -> None:
         store = LocalStore(self.temp_path)
@@ -275,8 +303,9 @@ class OmeZarrWriter(AtomicOutput):
             if len(lineage):
                 array[:] = lineage
 
-    def commit(self, extra_attributes: dict | None = None) -> Path:
-        """Finish the store: record ``extra_attributes`` and ``"complete": True``, then rename it to ``path``.
+    def commit(self, extra_attributes: dict | None = None, *, publish: bool = True) -> Path:
+        """Finish the store: check its arrays, record ``extra_attributes`` and ``"complete": True``, then
+        rename it to ``path`` (with ``publish=False`` leave it where it was built, for the caller to move).
 
         Returns
         -------
@@ -300,7 +329,11 @@ class OmeZarrWriter(AtomicOutput):
             raise RuntimeError(f"{self.path}: {missing.size} frame(s) never written, first {int(missing[0])}")
         attrs = {**self._attributes, **as_json(extra_attributes or {}), "complete": True}
         with self._on_os_error():
+            self._verify()
             self._root.attrs.update({"cellseg": attrs})
+            if not publish:
+                self._state = "committed"
+                return self.temp_path
             try:
                 replace_path(self.temp_path, self.path, overwrite=self.overwrite)
             except OutputExistsError:
@@ -309,11 +342,24 @@ class OmeZarrWriter(AtomicOutput):
         self._state = "committed"
         return self.path
 
+    def _verify(self) -> None:
+        """Every array the store should hold is there, with its shape and dtype (read back from disk)."""
+        root = zarr.open_group(LocalStore(self.temp_path), mode="r", zarr_format=3)
+        for key, array in ((LABELS_PATH, self._labels), (IMAGE_PATH, self._image),
+                           (PROBABILITIES_PATH, self._probabilities)):
+            if array is None:
+                continue
+            found = root.get(key)
+            if not isinstance(found, zarr.Array) or found.shape != array.shape or found.dtype != array.dtype:
+                raise RuntimeError(f"{self.temp_path}: {key} is missing or damaged; not marking the store complete")
+
     def abort(self) -> None:
-        """Remove everything written so far; ``path`` is left as it was. Safe to call twice."""
+        """Remove everything written so far (a store built in a run folder stays, for ``--resume``); ``path``
+        is left as it was. Safe to call twice."""
         if self._state != "committed":
             self._state = "aborted"
-            remove_path(self.temp_path)
+            if not self._keep:
+                remove_path(self.temp_path)
 
 
 def read_lineage(path: Path) -> np.ndarray | None:
