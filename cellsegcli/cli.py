@@ -64,9 +64,12 @@ def _run(action: Callable[[], Any], *, debug: bool) -> Any:
             raise
         console.error(str(exc))
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.error("interrupted; nothing was left behind that looks complete")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        from .errors import Terminated
+
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        console.error(f"{what}; nothing was left behind that looks complete (segment --resume continues a run)")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except typer.Exit:
         raise
     except Exception as exc:  # an internal error: say so, and how to get details
@@ -146,6 +149,7 @@ def train_cli(
                            "checkpointed (continue with --resume).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: folder name).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in OUT.")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Choose the cell and seed "
                          "thresholds on the validation frames after training.")] = True,
     device: DeviceOpt = "auto",
@@ -178,7 +182,7 @@ def train_cli(
                          f"val Jaccard {r.val_jaccard:.4f}, lr {r.lr:.2g}, {r.seconds:.0f} s{mark}")
 
         with console.progress("epoch", unit="batches", quiet=as_json) as report:
-            result = train(annotations, out, config, device=dev, resume=resume, progress=report,
+            result = train(annotations, out, config, device=dev, resume=resume, overwrite=overwrite, progress=report,
                            on_epoch=on_epoch, notify=console.info)
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
         if as_json:
@@ -267,6 +271,8 @@ def segment_cli(
     axes: Annotated[Optional[str], typer.Option("--axes", help="Override the file's axes, e.g. TYX, TCYX.")] = None,
     channel: Annotated[Optional[int], typer.Option("--channel", help="Channel to segment when there are "
                        "several.")] = None,
+    series: Annotated[Optional[int], typer.Option("--series", help="Image series of a TIFF that holds several "
+                      "(such a file is refused without it).")] = None,
     pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Micrometres per pixel "
                           "(default: from the file's metadata).")] = None,
     no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the image into the zarr.")] = False,
@@ -311,7 +317,7 @@ def segment_cli(
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
-            post_workers=post_workers, resume=resume,
+            post_workers=post_workers, resume=resume, series=series,
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")
@@ -379,9 +385,14 @@ def evaluate_cli(
     tracking against CTC ground truth."""
 
     def action() -> None:
+        import math
+
         from . import console
+        from .errors import CellsegError
         from .evaluation import evaluate
 
+        if min_jaccard is not None and not (math.isfinite(min_jaccard) and 0 <= min_jaccard <= 1):
+            raise CellsegError(f"--min-jaccard {min_jaccard}: give a Jaccard index between 0 and 1")
         if tracks:
             _evaluate_tracks(pred, gt, as_json)
             return
@@ -615,4 +626,12 @@ def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
 
 
 def main() -> None:
+    import signal
+
+    from .errors import Terminated
+
+    def terminate(signum, frame):   # noqa: ARG001 - the signal handler's signature
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
     app()

@@ -89,7 +89,8 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
 
     config = job.config
     results = []
-    with open_stack(job.source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size) as stack:
+    with open_stack(job.source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size,
+                    series=config.series) as stack:
         if job.model in pipeline.BASELINES:
             model, predictor = pipeline._baseline_model(job.model), None
         else:

@@ -12,3 +12,7 @@ class CellsegError(Exception):
 
 class OutputExistsError(CellsegError):
     """The output already exists and overwriting was not requested."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``docker stop``): handled like Ctrl-C, exit code 143."""

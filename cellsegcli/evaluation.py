@@ -24,11 +24,37 @@ class LabelSource:
 
     path: Path
     names: list[str]
-    frame: Callable[[int], np.ndarray]
+    read: Callable[[int], np.ndarray]
     close: Callable[[], None] = lambda: None
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def frame(self, t: int) -> np.ndarray:
+        """Frame ``t`` as labels, checked (see :func:`checked_labels`)."""
+        return checked_labels(self.read(t), f"{self.path}: {self.names[t]}")
+
+
+def checked_labels(frame: np.ndarray, where: str) -> np.ndarray:
+    """``frame`` as a (Y, X) array of non-negative integer labels; whole-number floats (Fiji's 32-bit label
+    images) and booleans (a mask: one label) are converted; anything else is a one-line CellsegError."""
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise CellsegError(f"{where}: a label image must be one (Y, X) plane, got shape {frame.shape}; save labels "
+                           f"as a single channel")
+    if frame.dtype.kind == "b":
+        return frame.astype(np.uint8)
+    if frame.dtype.kind == "f":
+        if not np.isfinite(frame).all() or not (frame == np.round(frame)).all():
+            raise CellsegError(f"{where}: label values must be whole numbers, found fractions or NaN ({frame.dtype}); "
+                               f"save instance labels as integers (0 = background)")
+        frame = frame.astype(np.int64)
+    elif frame.dtype.kind not in "iu":
+        raise CellsegError(f"{where}: {frame.dtype} is not a label image; save instance labels as integers")
+    if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
+        raise CellsegError(f"{where}: negative labels (min {int(frame.min())}); background must be 0 and cells 1, 2, "
+                           f"...: shift or replace the negative values")
+    return frame
 
 
 def _stem(path: Path) -> str:
@@ -69,6 +95,10 @@ def open_labels(path: Path) -> LabelSource:
     from .io.readers import open_stack
 
     stack = open_stack(path)
+    if "S" in stack.info.axes or "C" in stack.info.axes:
+        stack.close()
+        raise CellsegError(f"{path}: holds colour or several channels ({stack.info.axes}); a label stack has one "
+                           f"integer plane per frame")
     return LabelSource(path, [f"frame{t}" for t in range(len(stack))], stack.frame, stack.close)
 
 

@@ -40,6 +40,9 @@ def normalize(frame: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.8))
     Raises :class:`BadFrameError` for frames with NaN/inf values or a single intensity.
     """
     lo, hi = percentile_range(frame, percentiles)
+    if frame.dtype.itemsize > 2 and frame.dtype.kind in "iu" or frame.dtype == np.float64:
+        # 32/64-bit values with a large offset lose their detail in float32: subtract first, in float64
+        return np.clip((frame.astype(np.float64) - lo) / (hi - lo), -1.0, 2.0).astype(np.float32)
     out = frame.astype(np.float32, copy=True)
     out -= lo
     out *= 1.0 / (hi - lo)

@@ -59,6 +59,7 @@ class SegmentConfig:
     track: bool = False                # link cells over time: labels hold track ids (see cellsegcli.tracking)
     link: Any = None                   # tracking.LinkOptions (None: the defaults)
     frame_interval_min: float | None = None   # minutes between frames (default: from the file's metadata)
+    series: int | None = None          # which image series of a TIFF holding several
     resume: bool = False               # continue an interrupted run of the same input, model and options
     post_workers: int | None = None    # processes labelling frames (None: 1 on CPU, the spare cores on a GPU)
 
@@ -352,8 +353,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                            scheduler=client, frames_per_task=frames_per_task)
     started = time.monotonic()
     source = Path(source)
-    if config.post_workers is not None and config.post_workers < 1:
-        raise CellsegError(f"--post-workers {config.post_workers}: give 1 or more")
+    check_options(config)
     baseline = config.model in BASELINES
     model = _baseline_model(config.model) if baseline else load_models(config.model)
     mc = model.config
@@ -366,11 +366,12 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         predictor, device = None, None
         device_name, tta, tile = f"dask {client.scheduler.address} ({config.device})", config.tta, config.tile or 0
     outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
-    stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size)
+    stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size,
+                       series=config.series)
     info = stack.info
     if config.gt is not None:
         try:
-            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite)
+            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite, info.shape)
         except BaseException:
             stack.close()
             raise
@@ -475,6 +476,34 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     return result
 
 
+def check_options(config: SegmentConfig) -> None:
+    """Refuse options that cannot mean anything, before anything is read or written: one line naming the
+    option and what it takes (0 and NaN are never a silent "default")."""
+    import math
+
+    def fraction(name: str, value: float | None, *, low_open: bool = False) -> None:
+        if value is None:
+            return
+        ok = math.isfinite(value) and (0 < value if low_open else 0 <= value) and value <= 1
+        if not ok:
+            raise CellsegError(f"{name} {value}: give a probability between 0 and 1")
+
+    fraction("--threshold", config.threshold, low_open=True)
+    fraction("--seed-threshold", config.seed_threshold, low_open=True)
+    positive = {"--tile": config.tile, "--batch-size": config.batch_size, "--post-workers": config.post_workers}
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise CellsegError(f"{name} {value}: give 1 or more (leave it out for the default)")
+    if config.min_size is not None and config.min_size < 0:
+        raise CellsegError(f"--min-size {config.min_size}: give 0 or more pixels")
+    if not (math.isfinite(config.overlap) and 0 <= config.overlap < 1):
+        raise CellsegError(f"--overlap {config.overlap}: give a fraction of the tile in [0, 1)")
+    if config.diameter is not None and not (math.isfinite(config.diameter) and config.diameter > 0):
+        raise CellsegError(f"--diameter {config.diameter}: give a positive number of pixels (the cells' typical diameter)")
+    if config.series is not None and config.series < 0:
+        raise CellsegError(f"--series {config.series}: give 0 or more")
+
+
 def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) -> dict:
     """What a run segments, for ``--resume`` to check: the input file, the model and every option that
     changes labels or outputs."""
@@ -487,7 +516,7 @@ def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) ->
     return {"input": str(source.resolve()), "input_bytes": size, "frames": info.n_frames, "shape": list(info.shape),
             **{k: attributes.get(k) for k in keep}, "save_image": config.save_image,
             "save_probabilities": config.save_probabilities, "track": bool(config.track),
-            "table_format": config.table_format}
+            "table_format": config.table_format, "series": config.series}
 
 
 @contextlib.contextmanager
@@ -628,8 +657,10 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     return stages
 
 
-def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) -> None:
-    """Fail before segmenting when the ground truth cannot be scored against the stack."""
+def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
+                        shape: tuple[int, int] | None = None) -> None:
+    """Fail before segmenting when the ground truth cannot be scored against the stack: its frame count,
+    and every frame's shape and values (integers >= 0) are checked."""
     from .errors import OutputExistsError
     from .evaluation import open_labels
 
@@ -638,6 +669,11 @@ def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool) 
         if len(labels) != n_frames:
             raise CellsegError(f"{gt}: {len(labels)} ground-truth frames for a stack of {n_frames}; give one label "
                                f"image per frame")
+        for t in range(len(labels)):
+            frame = labels.frame(t)
+            if shape is not None and frame.shape != tuple(shape):
+                raise CellsegError(f"{gt}: {labels.names[t]} is {frame.shape[0]}x{frame.shape[1]}, the stack's frames "
+                                   f"{shape[0]}x{shape[1]}; give ground truth of the same size")
     finally:
         labels.close()
     if scores.exists() and not overwrite:

@@ -343,7 +343,7 @@ def test_frames_of_different_sizes_are_one_line_and_leave_nothing(tmp_path):
 
 def test_float_and_negative_labels_are_refused(tmp_path):
     tifffile.imwrite(tmp_path / "f.tif", np.full((2, 8, 8), 0.5, np.float32))
-    assert "not labels" in _one_line_exit_1(runner.invoke(app, ["track", str(tmp_path / "f.tif")]))
+    assert "whole numbers" in _one_line_exit_1(runner.invoke(app, ["track", str(tmp_path / "f.tif")]))
     tifffile.imwrite(tmp_path / "n.tif", np.full((2, 8, 8), -1, np.int16))
     assert "negative" in _one_line_exit_1(runner.invoke(app, ["track", str(tmp_path / "n.tif")]))
 

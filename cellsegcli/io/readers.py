@@ -181,6 +181,7 @@ def open_stack(
     axes: str | None = None,
     channel: int | None = None,
     pixel_size: float | None = None,
+    series: int | None = None,
 ) -> Stack:
     """Open a stack of frames for lazy reading.
 
@@ -193,6 +194,8 @@ def open_stack(
     channel : channel to segment; required when the C axis is longer than 1. Picks one RGB sample
         when there is no C axis (RGB becomes grey otherwise).
     pixel_size : micrometres per pixel, overriding the file's metadata.
+    series : which image series of a TIFF holding several (required then: a TIFF is never read as its
+        first series without a word).
 
     Returns
     -------
@@ -206,8 +209,13 @@ def open_stack(
     if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
         raise CellsegError(f"{path}: pixel size {pixel_size} is not a positive number; "
                            "pass micrometres per pixel, e.g. --pixel-size 0.65")
-    source = _open_source(path)
+    source = _open_source(path, series)
     try:
+        kind = np.dtype(source.array.dtype).kind
+        if kind in "bc":
+            raise CellsegError(f"{path}: holds {'boolean (a mask?)' if kind == 'b' else 'complex'} pixels "
+                               f"({source.array.dtype}); cellseg segments intensity images: give the microscope's "
+                               f"image, or convert it to an integer or float TIFF")
         shape = tuple(source.array.shape)
         axes = _check_axes(axes or source.axes, shape, path)
         selection = _select(axes, shape, channel, path)
@@ -243,8 +251,10 @@ def _natural_key(path: Path) -> tuple[list[int | str], str]:
     return [int(part) if i % 2 else part for i, part in enumerate(parts)], path.name
 
 
-def _open_source(path: Path) -> _Source:
+def _open_source(path: Path, series: int | None = None) -> _Source:
     suffix = path.suffix.lower()
+    if series is not None and suffix not in TIFF_SUFFIXES:
+        raise CellsegError(f"{path}: --series picks one image series of a TIFF; this is not a TIFF")
     if path.is_dir():
         files = list_images(path)
         if not files:
@@ -253,7 +263,7 @@ def _open_source(path: Path) -> _Source:
     if not path.exists():
         raise CellsegError(f"{path}: no such file; check the path")
     if suffix in TIFF_SUFFIXES:
-        return _open_tiff(path)
+        return _open_tiff(path, series)
     if suffix in IMAGE_SUFFIXES:
         return _image_list_source([path], path)
     if suffix in BIOIO_PLUGINS:
@@ -356,7 +366,7 @@ def _logged_errors(name: str) -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-def _open_tiff(path: Path) -> _Source:
+def _open_tiff(path: Path, which: int | None = None) -> _Source:
     import tifffile
     import zarr
 
@@ -367,9 +377,12 @@ def _open_tiff(path: Path) -> _Source:
             raise CellsegError(f"{path}: not a readable TIFF ({_one_line(exc)}); "
                                "check that the file is a complete TIFF, or convert it to one") from exc
         try:
-            series = tif.series[0]
+            series = tif.series[_pick_series(path, tif, which)]
             store = series.aszarr(level=0)  # one zarr chunk per strip or tile of each page
             array = zarr.open(store, mode="r")
+        except CellsegError:
+            tif.close()
+            raise
         except Exception as exc:
             tif.close()
             raise CellsegError(f"{path}: cannot read the TIFF's images ({_one_line(exc)}); "
@@ -384,6 +397,23 @@ def _open_tiff(path: Path) -> _Source:
         tif.close()
 
     return _Source(array, series.axes, _tiff_pixel_size(tif), close, _tiff_frame_interval(tif))
+
+
+def _pick_series(path: Path, tif, which: int | None) -> int:
+    """The series to read: the only one, or ``which``; a TIFF of several series without ``which`` is refused
+    (its pages differ in shape or type, or its OME metadata is damaged so tifffile splits it)."""
+    n = len(tif.series)
+    if which is None:
+        if n > 1:
+            shapes = ", ".join(f"{i}: {s.axes} {'x'.join(map(str, s.shape))} {s.dtype}"
+                               for i, s in enumerate(tif.series[:4]))
+            raise CellsegError(f"{path}: holds {n} image series ({shapes}{', ...' if n > 4 else ''}); pick one "
+                               f"with --series N (a stack whose pages differ in size or type, or whose OME "
+                               f"metadata is damaged, reads this way)")
+        return 0
+    if not 0 <= which < n:
+        raise CellsegError(f"{path}: --series {which}: the file holds {n} series (0 to {n - 1})")
+    return which
 
 
 _S_PER_UNIT = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "minute": 60.0,

@@ -52,12 +52,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ModelConfig:
+        if not isinstance(data, dict):
+            raise CellsegError(f"{source}: a model config is a JSON object, got {type(data).__name__}; re-export "
+                               f"the model")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CellsegError(f"{source}: unknown keys {unknown}; valid keys are {sorted(known)}")
         if data.get("format", FORMAT) != FORMAT:
             raise CellsegError(f"{source}: format {data['format']!r} is not {FORMAT!r}; upgrade cellseg")
+        _check_types(data, source)
         data = dict(data)
         for key in ("outputs", "percentiles"):
             if key in data:
@@ -72,6 +76,43 @@ class ModelConfig:
         data["outputs"] = list(self.outputs)
         data["percentiles"] = list(self.percentiles)
         return data
+
+
+def _check_types(data: dict[str, Any], source: str) -> None:
+    """Every key of a config.json has the type (and range) its field needs: one line naming the first that
+    does not."""
+    import math
+
+    from .registry import ARCHITECTURES
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    rules = {
+        "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+        "architecture": (lambda v: v in ARCHITECTURES, f"one of {', '.join(ARCHITECTURES)}"),
+        "in_channels": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "outputs": (lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v), "a list of names"),
+        "percentiles": (lambda v: isinstance(v, list) and len(v) == 2 and all(number(x) for x in v),
+                        "two numbers, e.g. [1, 99.8]"),
+        "threshold": (lambda v: number(v) and 0 < v <= 1, "a probability in (0, 1]"),
+        "seed_threshold": (lambda v: number(v) and 0 < v <= 1, "a probability in (0, 1]"),
+        "min_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+        "diameter": (lambda v: number(v) and v >= 0, "a number of pixels >= 0"),
+        "holes": (lambda v: isinstance(v, bool), "true or false"),
+        "tile": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0,
+                 "a multiple of 32"),
+        "description": (lambda v: isinstance(v, str), "a string"),
+        "training": (lambda v: isinstance(v, dict), "an object"),
+        "format": (lambda v: isinstance(v, str), "a string"),
+    }
+    for key, (ok, what) in rules.items():
+        if key in data and not ok(data[key]):
+            raise CellsegError(f"{source}: {key} is {json.dumps(data[key])[:40]}, it must be {what}; fix the "
+                               f"config.json or re-export the model")
+    for key in ("name", "architecture"):
+        if key not in data:
+            raise CellsegError(f"{source}: {key} is missing; fix the config.json or re-export the model")
 
 
 @dataclass
@@ -127,8 +168,8 @@ def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CellsegError(f"{path}: cannot read model config ({exc}); re-export the model") from None
+    except (OSError, ValueError) as exc:   # ValueError: bad JSON, or bytes that are not UTF-8
+        raise CellsegError(f"{path}: cannot read model config ({str(exc)[:80]}); re-export the model") from None
     return ModelConfig.from_dict(data, source=str(path))
 
 

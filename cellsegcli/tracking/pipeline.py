@@ -261,7 +261,11 @@ def _open_movie(source: Path) -> _Movie:
         labels.close()
         raise CellsegError(f"{source}: no label images found; give a .zarr, a (T, Y, X) label TIFF or a folder "
                            f"of label images")
-    first = np.asarray(labels.frame(0))
+    try:
+        first = np.asarray(labels.frame(0))
+    except BaseException:
+        labels.close()
+        raise
     movie = _Movie(labels, tuple(first.shape))
     if source.is_dir() and not (source / "zarr.json").is_file():
         movie.files = ctc_frames(labels.names)

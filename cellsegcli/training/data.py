@@ -199,7 +199,9 @@ def load_sample(pair: Pair, *, percentiles: tuple[float, float]) -> Sample:
         grey = normalize(to_grey(image), percentiles)
     except BadFrameError as exc:
         raise CellsegError(f"{pair.image}: {exc}; remove it from the annotations") from None
-    labels = mask_to_labels(mask)
+    from ..evaluation import checked_labels
+
+    labels = mask_to_labels(checked_labels(mask[..., 0] if mask.ndim == 3 else mask, str(pair.mask)))
     targets = np.stack([labels > 0, interior_target(labels)]).astype(np.float32)
     return Sample(pair.name, grey, targets, labels)
 

@@ -70,15 +70,22 @@ class TrainConfig:
     loss: str = "bce-dice"              # bce-dice (the papers') | bce-lovasz (BCE + Lovász hinge, IoU-aware)
 
     def __post_init__(self) -> None:
-        if self.crop % 32:
-            raise CellsegError(f"--crop {self.crop}: must be a multiple of 32")
+        if self.crop % 32 or self.crop < 32:
+            raise CellsegError(f"--crop {self.crop}: must be a multiple of 32 (32 or more)")
+        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
+            raise CellsegError(f"--lr {self.lr}: give a learning rate between 0 and 1 (e.g. 1e-3)")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise CellsegError(f"--steps-per-epoch {self.steps_per_epoch}: must be at least 1 (leave it out for "
+                               f"about one pass over the training pixels)")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise CellsegError(f"--max-minutes {self.max_minutes}: give a positive number of minutes")
         if self.schedule not in ("plateau", "cosine"):
             raise CellsegError(f"--schedule {self.schedule}: expected plateau or cosine")
         if self.loss not in LOSSES:
             raise CellsegError(f"--loss {self.loss}: expected one of {', '.join(LOSSES)}")
         if self.sampling not in ("area", "image"):
             raise CellsegError(f"--sampling {self.sampling}: expected area or image")
-        if self.ema is not None and not 0 < self.ema < 1:
+        if self.ema is not None and not (math.isfinite(self.ema) and 0 < self.ema < 1):
             raise CellsegError(f"--ema {self.ema:g}: the decay must be between 0 and 1 (e.g. 0.999)")
         if not 0 < self.val_fraction < 1:
             raise CellsegError(f"--val-fraction {self.val_fraction}: must be between 0 and 1")
@@ -249,22 +256,34 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
     """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
     if not path.is_file():
         raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"network", "optimizer", "epoch", "history"} <= set(state):
+            raise ValueError("not a cellseg training checkpoint")
+    except Exception as exc:  # truncated, random bytes, a pickle that weights_only refuses: all one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        raise CellsegError(f"{path}: cannot resume from this checkpoint ({first}); it is damaged or not cellseg's: "
+                           f"delete it and train without --resume") from None
     if (ema is None) != ("ema" not in state):
         was = f"with --ema {state['ema']['decay']:g}" if "ema" in state else "without --ema"
         raise CellsegError(f"{path}: this run was trained {was}; resume it with the same --ema option")
     trained_with = state.get("loss", "bce-dice")   # checkpoints from before --loss were bce-dice
     if trained_with != loss:
         raise CellsegError(f"{path}: this run was trained with --loss {trained_with}; resume it with the same --loss")
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    network.load_state_dict(state["network"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    stopper.load_state_dict(state["stopper"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    return json.loads(state["history"]), int(state["epoch"])
+    try:
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["stopper"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return json.loads(state["history"]), int(state["epoch"])
+    except Exception as exc:  # another architecture, a damaged state
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        raise CellsegError(f"{path}: the checkpoint does not fit this run ({first}); resume with the options it "
+                           f"was trained with, or train without --resume into another -o") from None
 
 
 def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None,
@@ -319,6 +338,7 @@ def write_history(folder: Path, history: list[dict]) -> None:
 
 
 def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.device, resume: bool = False,
+          overwrite: bool = False,
           progress: Callable[..., None] | None = None, on_epoch: Callable[[EpochReport], None] | None = None,
           notify: Callable[[str], None] | None = None) -> TrainResult:
     """Train a model on the annotated folder ``annotations`` into the model folder ``out``."""
@@ -336,6 +356,9 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                f"({len(val_pairs)} in all), so none of them is trained on")
     train_samples = [load_sample(p, percentiles=config.percentiles) for p in train_pairs]
     val_samples = [load_sample(p, percentiles=config.percentiles) for p in val_pairs]
+    if not any(s.targets[0].any() for s in train_samples):
+        raise CellsegError(f"{annotations}: the {len(train_samples)} training masks hold no cells (every pixel 0); "
+                           f"check that masks/ holds the annotations, with cells > 0")
     # the smallest cell to keep is a property of these annotations, not of the network: a model
     # fine-tuned from one made for large cells must not erase the small cells it was taught
     min_size = suggest_min_size(train_samples)
@@ -355,6 +378,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss)
     elif last.exists():
         raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
+    elif (out / "model.safetensors").exists() and not overwrite:
+        raise CellsegError(f"{out}: holds a trained model; choose another -o, or pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     area = sum(max(1, round(s.image.size / config.crop**2)) for s in train_samples)
     steps = config.steps_per_epoch or max(1, math.ceil(area / config.batch_size))
