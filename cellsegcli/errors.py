@@ -14,5 +14,10 @@ class OutputExistsError(CellsegError):
     """The output already exists and overwriting was not requested."""
 
 
+class WriteError(CellsegError):
+    """Writing an output failed (a full disk, a read-only folder, a lost mount): the input was fine, so a
+    ``cellseg segment`` run keeps its finished frames for ``--resume``."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's time limit, ``docker stop``): handled like Ctrl-C, exit code 143."""

@@ -5,8 +5,9 @@ connectivity=2)``: the same flood (a pixel takes the label of the neighbour that
 queue is ordered by ``max(value, value of the pixel it came from)``, markers by their own value, then by
 arrival), the same
 neighbour order and the same binary heap, so ties resolve the same way and the labels are equal pixel
-for pixel (``tests/test_instances.py`` compares them). It is about twice as fast on the small boxes
-:func:`cellsegcli.instances.label_instances` floods, and releases the GIL.
+for pixel (``tests/test_instances.py`` compares them). Only seed pixels that border unflooded ones are
+queued (most seed pixels would queue nothing); on the 56 multi-seed components of a 2568x1912 phase-contrast
+mosaic this took 0.085 s against scikit-image's 0.14 s. It releases the GIL.
 """
 
 from __future__ import annotations

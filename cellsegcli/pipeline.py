@@ -27,7 +27,7 @@ import torch
 
 from . import __version__
 from . import tta as _tta
-from .errors import CellsegError
+from .errors import CellsegError, WriteError
 
 Progress = Callable[..., None]
 CPU_TILE = 1024   # on CPU one large tile beats several overlapping small ones (no batching gain there)
@@ -427,7 +427,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         stack.close()
         raise
     todo = [t for t in range(info.n_frames) if t not in done]
-    published = False
     try:
         with stack, OmeZarrWriter(outputs.zarr, n_frames=info.n_frames, shape=info.shape,
                                   image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
@@ -453,12 +452,12 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             elif todo:
                 stages = _segment_here(stack, model, predictor, settings, source, zarr_out, frame_done, notify,
                                        started, device, todo, post_workers(config.post_workers, device))
-            published = _finish_run(run, zarr_out, outputs, track_outputs, recorder, counts, config, started,
-                                    info, px, interval, notify)
+            tracking = _finish_run(run, zarr_out, outputs, track_outputs, recorder, counts, config, started,
+                                   info, px, interval, notify)
     except BaseException as exc:
         # kept for --resume after an interruption (Ctrl-C, SIGTERM) or a write error (full disk); a bad frame
         # or option would fail the same way again: nothing is kept
-        keep = isinstance(exc, (KeyboardInterrupt, SystemExit)) or getattr(exc, "resumable", False)
+        keep = isinstance(exc, (KeyboardInterrupt, SystemExit, WriteError))
         run.release(remove=not keep)
         raise
     else:
@@ -466,7 +465,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     finally:
         if recorder is not None:
             recorder.close()
-    tracking = published if isinstance(published, dict) else None
     seconds = time.monotonic() - started
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
                            tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
@@ -527,16 +525,14 @@ def _os_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        error = CellsegError(os_error_message(path, exc))
-        error.resumable = True
-        raise error from None
+        raise WriteError(os_error_message(path, exc)) from None
 
 
 def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts: list[int], config: SegmentConfig,
-                started: float, info, px, interval, notify) -> bool | dict:
+                started: float, info, px, interval, notify) -> dict | None:
     """Every frame is done: build the tables from the frames' parts in frame order (the same bytes whether
-    or not the run was interrupted), link tracks, then publish zarr and tables together. Returns True, or
-    the tracking summary with ``--track``."""
+    or not the run was interrupted), link tracks, then publish zarr and tables together. Returns the
+    tracking summary with ``--track``, else None."""
     from .io.tables import TableWriter
 
     tracking = tracking_attrs = None
@@ -580,7 +576,7 @@ def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts
                          **({"tracking": tracking_attrs} if tracking_attrs else {})}, publish=False)
         moves += [(staged.cells, outputs.cells), (staged.frames, outputs.frames), (staged.zarr, outputs.zarr)]
         run.publish(moves, overwrite=config.overwrite)
-    return tracking or True
+    return tracking
 
 
 def post_workers(requested: int | None, device: torch.device) -> int:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import CellsegError, OutputExistsError
+from ..errors import OutputExistsError, WriteError
 
 
 def os_error_message(path: Path, exc: OSError) -> str:
@@ -41,7 +41,8 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def remove_stale_partials(path: Path, *, older_than_s: float = STALE_AFTER_S) ->
             age = time.time() - sibling.lstat().st_mtime
         except OSError:
             continue
-        if age > older_than_s and not _pid_alive(int(pid)):
+        if age > older_than_s and not pid_alive(int(pid)):
             remove_path(sibling)
             removed.append(sibling)
     return removed
@@ -118,9 +119,7 @@ class AtomicOutput:
             yield
         except OSError as exc:
             self.abort()
-            error = CellsegError(os_error_message(self.path, exc))
-            error.resumable = True   # a full disk or a lost mount: a run in a run folder can be resumed
-            raise error from exc
+            raise WriteError(os_error_message(self.path, exc)) from exc
 
     def __enter__(self):
         return self

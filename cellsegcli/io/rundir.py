@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CellsegError
-from .atomic import remove_path
+from .atomic import pid_alive, remove_path
 
 HEARTBEAT_S = 10.0
 STALE_S = 60.0
@@ -98,7 +98,7 @@ class RunFolder:
     def _take_over(self, resume: bool, notify) -> list[int]:
         lock = _read_json(self.path / "lock.json")
         age = self._heartbeat_age()
-        gone = lock is not None and lock.get("host") == socket.gethostname() and not _pid_alive(lock.get("pid"))
+        gone = lock is not None and lock.get("host") == socket.gethostname() and not (isinstance(lock.get("pid"), int) and pid_alive(lock["pid"]))
         if age is not None and age < STALE_S and not gone:
             owner = f"host {lock.get('host')}, pid {lock.get('pid')}" if lock else "starting up"
             raise CellsegError(f"{self.zarr_path}: another cellseg run ({owner}) is writing this result "
@@ -235,16 +235,6 @@ class RunFolder:
             os.replace(src, dst)
         remove_path(old)
         remove_path(self.path / "publish.json")
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except OSError:   # exists, not ours
-        return True
-    return True
 
 
 def _write_json(path: Path, value) -> None:
