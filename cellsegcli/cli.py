@@ -332,7 +332,7 @@ def segment_cli(
                 with console.progress(f"segment {source.name}", quiet=as_json) as report:
                     result = pipeline.segment(source, config, out=out, several=len(inputs) > 1, progress=report,
                                               notify=None if as_json else console.info, scheduler=client,
-                                              frames_per_task=frames_per_task)
+                                              frames_per_task=frames_per_task, warn=console.warn)
                 summaries.append(_report_segment(source, result, gt, as_json))
         finally:
             if client is not None:

@@ -7,21 +7,40 @@ and accumulated with Gaussian weights on the device, and a frame is yielded, in 
 are done. With ``scale`` != 1 a frame is first resized (so its cells have the size the model was trained
 on) and its blended output resized back to the frame's own shape. At most about ``batch_size`` jobs plus
 one frame beyond are in flight, so memory does not depend on the stack's length.
+
+A tile's transforms are summed in a fixed order once all of them are done, so the output does not depend on
+how jobs fell into batches. That is what makes the out-of-memory back-off exact: when the device runs out of
+memory, the batch is halved (then the tile, then blending moves to the CPU), the frames in flight start
+again with the new setting, and every frame from then on is what a run started with it gives.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from . import tta as _tta
-from .tiling import Grid, Tile, gaussian_weights, make_grid, pad_frame
+from .errors import CellsegError
+from .tiling import Grid, gaussian_weights, make_grid, pad_frame
 
 Model = Callable[[torch.Tensor], torch.Tensor]
+MIN_TILE = 128   # the out-of-memory back-off does not go below this tile
+
+
+class OutOfMemory(CellsegError):
+    """The device ran out of memory at the smallest setting the back-off tries."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, MPS's and the CPU allocator's out-of-memory ``RuntimeError``."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 @dataclass(frozen=True)
@@ -43,11 +62,14 @@ class InferenceOptions:
 
 @dataclass
 class _Frame:
-    grid: Grid
-    data: torch.Tensor                 # (C, Yp, Xp) padded input on the device
+    source: np.ndarray                 # (C, Y, X) float32 after resizing: kept to start again after a back-off
     shape: tuple[int, int]             # the frame's (Y, X) before resizing by options.scale
-    acc: torch.Tensor | None = None    # (K, Yp, Xp) weighted sum of outputs
-    remaining: int = 0
+    grid: Grid | None = None
+    data: torch.Tensor | None = None   # (C, Yp, Xp) padded input on the device
+    acc: torch.Tensor | None = None    # (K, Yp, Xp) weighted sum of finished tiles, on the blending device
+    parts: dict[int, torch.Tensor] = field(default_factory=dict)   # tile index -> (n_transforms, K, t, t)
+    filled: dict[int, int] = field(default_factory=dict)           # tile index -> transforms done
+    remaining: int = 0                 # tiles not yet added to acc
 
 
 @dataclass
@@ -65,6 +87,8 @@ class TiledPredictor:
         Applied to model outputs before undoing TTA and blending (``torch.sigmoid``; ``None`` for identity).
     autocast : torch.dtype or None
         Mixed precision for the forward pass (bf16/fp16 on GPU; None on CPU).
+    notify : callable or None
+        Receives one line per out-of-memory back-off.
     """
 
     model: Model
@@ -72,8 +96,11 @@ class TiledPredictor:
     options: InferenceOptions = field(default_factory=InferenceOptions)
     activation: Callable[[torch.Tensor], torch.Tensor] | None = torch.sigmoid
     autocast: torch.dtype | None = None
+    notify: Callable[[str], None] | None = None
     forward_seconds: float = 0.0       # time spent inside model calls (synchronised), for benchmarks
     tiles_run: int = 0
+    blend_device: torch.device | None = None   # where outputs are accumulated (default: ``device``)
+    backoffs: list[str] = field(default_factory=list)
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
         """One frame (Y, X) or (C, Y, X) -> (K, Y, X) float32."""
@@ -81,68 +108,139 @@ class TiledPredictor:
 
     def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Frames (Y, X) or (C, Y, X) in, blended outputs (K, Y, X) float32 out, in the same order."""
-        transforms = _tta.transforms(self.options.tta)
-        pending: deque[tuple[_Frame, Tile, int]] = deque()
+        pending: deque[tuple[_Frame, int, int]] = deque()
         active: deque[_Frame] = deque()
-        for frame in frames:
-            state = self._start(frame, len(transforms))
-            active.append(state)
-            pending.extend((state, tile, k) for tile in state.grid.tiles for k in transforms)
-            while len(pending) >= self.options.batch_size:
-                self._run_batch(pending)
-            while active and active[0].remaining == 0:
-                yield self._finish(active.popleft(), len(transforms))
-        while pending:
-            self._run_batch(pending)
-        while active:
-            yield self._finish(active.popleft(), len(transforms))
 
-    def _start(self, frame: np.ndarray, n_transforms: int) -> _Frame:
+        def run_one_batch() -> None:
+            try:
+                self._run_batch(pending)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._back_off(exc)
+                pending.clear()
+                for state in active:   # the frames in flight start again with the new setting
+                    pending.extend(self._start(state))
+
+        for frame in frames:
+            state = self._prepare(frame)
+            active.append(state)
+            pending.extend(self._start(state))
+            while len(pending) >= self.options.batch_size:
+                run_one_batch()
+            while active and active[0].remaining == 0:
+                yield self._finish(active.popleft())
+        while pending:
+            run_one_batch()
+        while active:
+            yield self._finish(active.popleft())
+
+    @property
+    def _blend(self) -> torch.device:
+        return self.blend_device or self.device
+
+    def _prepare(self, frame: np.ndarray) -> _Frame:
         if frame.ndim == 2:
             frame = frame[None]
         shape = frame.shape[-2:]
         if self.options.scale != 1:   # on the CPU, before padding: a few ms per megapixel
             frame = resize(torch.from_numpy(np.asarray(frame, dtype=np.float32)),
                            scaled_shape(shape, self.options.scale)).numpy()
-        grid = make_grid(frame.shape[-2:], tile=self.options.tile, overlap=self.options.overlap)
-        padded = np.ascontiguousarray(pad_frame(frame, grid.padded), dtype=np.float32)
-        data = torch.from_numpy(padded)
+        return _Frame(source=np.asarray(frame, dtype=np.float32), shape=shape)
+
+    def _start(self, state: _Frame) -> list[tuple[_Frame, int, int]]:
+        """(Re)start ``state`` with the current options; its jobs, in order."""
+        grid = make_grid(state.source.shape[-2:], tile=self.options.tile, overlap=self.options.overlap)
+        data = torch.from_numpy(np.ascontiguousarray(pad_frame(state.source, grid.padded)))
         if self.device.type == "cuda":   # pinned: the copy overlaps the device's work on earlier tiles
             data = data.pin_memory()
-        data = data.to(self.device, non_blocking=True)
-        return _Frame(grid=grid, data=data, shape=shape, remaining=len(grid.tiles) * n_transforms)
+        state.grid, state.data = grid, data.to(self.device, non_blocking=True)
+        state.acc, state.parts, state.filled = None, {}, {}
+        state.remaining = len(grid.tiles)
+        transforms = _tta.transforms(self.options.tta)
+        return [(state, i, k) for i in range(len(grid.tiles)) for k in transforms]
 
-    def _run_batch(self, pending: deque[tuple[_Frame, Tile, int]]) -> None:
+    def _back_off(self, exc: BaseException) -> None:
+        """Halve the batch, else the tile, else blend on the CPU; else give up with one line."""
+        opts = self.options
+        if opts.batch_size > 1:
+            self.options = replace(opts, batch_size=opts.batch_size // 2)
+            change = f"batch size {opts.batch_size} -> {self.options.batch_size}"
+        elif opts.tile // 2 >= MIN_TILE:
+            self.options = replace(opts, tile=opts.tile // 2 // 32 * 32)
+            change = f"tile {opts.tile} -> {self.options.tile}"
+        elif self._blend.type != "cpu":
+            self.blend_device = torch.device("cpu")
+            change = "blending moved to the CPU"
+        else:
+            raise OutOfMemory(f"out of memory on {self.device} even at --batch-size 1 --tile {opts.tile}: free "
+                              f"memory (other processes on the device?) or run with --device cpu") from None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.backoffs.append(change)
+        if self.notify is not None:
+            self.notify(f"out of memory on {self.device}: {change}; the frames in flight start again "
+                        f"(results as a run started with this setting)")
+
+    def _run_batch(self, pending: deque[tuple[_Frame, int, int]]) -> None:
         """One batch of (frame, tile, transform) jobs: the tiles are cut once each, transformed all at once by
-        one gather, run, undone by one gather, summed per tile and added to their frames' accumulators."""
+        one gather, run and undone by one gather; each tile's outputs are kept until all its transforms are
+        done, then summed in transform order and added to its frame. Nothing is changed if this raises
+        before the outputs exist (the jobs are put back)."""
         size = pending[0][0].grid.tile
         jobs = []
         while pending and len(jobs) < self.options.batch_size and pending[0][0].grid.tile == size:
             jobs.append(pending.popleft())
-        tiles: list[tuple[_Frame, Tile]] = []
+        try:
+            y = self._outputs(jobs, size)
+        except BaseException:
+            pending.extendleft(reversed(jobs))
+            raise
+        transforms = _tta.transforms(self.options.tta)
+        position = {k: j for j, k in enumerate(transforms)}
+        start = 0
+        for end in range(1, len(jobs) + 1):   # runs of one tile's transforms
+            if end < len(jobs) and jobs[end][0] is jobs[start][0] and jobs[end][1] == jobs[start][1]:
+                continue
+            state, i, _ = jobs[start]
+            if i not in state.parts:
+                state.parts[i] = torch.empty((len(transforms), *y.shape[1:]), dtype=y.dtype, device=y.device)
+                state.filled[i] = 0
+            idx = torch.tensor([position[k] for _, _, k in jobs[start:end]], device=y.device)
+            state.parts[i].index_copy_(0, idx, y[start:end])
+            state.filled[i] += end - start
+            if state.filled[i] == len(transforms):
+                self._add_tile(state, i)
+            start = end
+
+    def _outputs(self, jobs: list[tuple[_Frame, int, int]], size: int) -> torch.Tensor:
+        """The jobs' (J, K, t, t) outputs, activated, their transforms undone, on the blending device."""
+        tiles: list[tuple[_Frame, int]] = []
         slot: list[int] = []
-        for state, tile, _ in jobs:   # the distinct tiles, in order (a tile's transforms are consecutive)
-            if not tiles or tiles[-1][0] is not state or tiles[-1][1] != tile:
-                tiles.append((state, tile))
+        for state, i, _ in jobs:   # the distinct tiles, in order (a tile's transforms are consecutive)
+            if not tiles or tiles[-1][0] is not state or tiles[-1][1] != i:
+                tiles.append((state, i))
             slot.append(len(tiles) - 1)
         forward, inverse = self._permutations(size)
         ks = torch.tensor([k for _, _, k in jobs], device=self.device)
         which = torch.tensor(slot, device=self.device)
-        crops = torch.stack([state.data[:, tile.rows, tile.cols] for state, tile in tiles]).flatten(2)   # (U, C, T*T)
+        crops = torch.stack([state.data[:, state.grid.tiles[i].rows, state.grid.tiles[i].cols]
+                             for state, i in tiles]).flatten(2)   # (U, C, T*T)
         channels = torch.arange(crops.shape[1], device=self.device)
         x = crops[which[:, None, None], channels[None, :, None], forward[ks][:, None, :]]
         y = self._forward(x.view(len(jobs), crops.shape[1], size, size))
         if self.activation is not None:
             y = self.activation(y)
         y = torch.gather(y.flatten(2), 2, inverse[ks][:, None, :].expand(-1, y.shape[1], -1))   # undone
-        summed = torch.zeros((len(tiles), *y.shape[1:]), dtype=y.dtype, device=self.device).index_add_(0, which, y)
-        summed = summed.view(len(tiles), y.shape[1], size, size) * self._weights(size)
-        for (state, tile), out in zip(tiles, summed, strict=True):
-            if state.acc is None:
-                state.acc = torch.zeros((out.shape[0], *state.grid.padded), dtype=torch.float32, device=self.device)
-            state.acc[:, tile.rows, tile.cols] += out
-        for state, _, _ in jobs:
-            state.remaining -= 1
+        return y.view(len(jobs), y.shape[1], size, size).to(self._blend)
+
+    def _add_tile(self, state: _Frame, i: int) -> None:
+        out = state.parts.pop(i).sum(dim=0) * self._weights(state.grid.tile)
+        if state.acc is None:
+            state.acc = torch.zeros((out.shape[0], *state.grid.padded), dtype=torch.float32, device=self._blend)
+        tile = state.grid.tiles[i]
+        state.acc[:, tile.rows, tile.cols] += out
+        state.remaining -= 1
 
     def _permutations(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         cache = self.__dict__.setdefault("_permutation_cache", {})
@@ -168,15 +266,16 @@ class TiledPredictor:
 
     def _weights(self, size: int) -> torch.Tensor:
         cache = self.__dict__.setdefault("_weight_cache", {})
-        if size not in cache:
-            cache[size] = torch.from_numpy(np.array(gaussian_weights(size))).to(self.device)
-        return cache[size]
+        key = (size, str(self._blend))
+        if key not in cache:
+            cache[key] = torch.from_numpy(np.array(gaussian_weights(size))).to(self._blend)
+        return cache[key]
 
     def _norm(self, grid: Grid) -> torch.Tensor:
         cache = self.__dict__.setdefault("_norm_cache", {})
-        key = (grid.shape, grid.tile)  # the overlap is fixed per predictor
+        key = (grid.shape, grid.tile, str(self._blend))  # the overlap is fixed per predictor
         if key not in cache:
-            norm = torch.zeros(grid.padded, dtype=torch.float32, device=self.device)
+            norm = torch.zeros(grid.padded, dtype=torch.float32, device=self._blend)
             w = self._weights(grid.tile)
             for tile in grid.tiles:
                 norm[tile.rows, tile.cols] += w
@@ -184,8 +283,9 @@ class TiledPredictor:
             cache[key] = norm
         return cache[key]
 
-    def _finish(self, state: _Frame, n_transforms: int) -> np.ndarray:
+    def _finish(self, state: _Frame) -> np.ndarray:
         h, w = state.grid.shape
+        n_transforms = len(_tta.transforms(self.options.tta))
         out = (state.acc / (self._norm(state.grid) * n_transforms))[:, :h, :w]
         if (h, w) != state.shape:
             out = resize(out, state.shape)

@@ -107,6 +107,7 @@ class SegmentResult:
     tracking: dict[str, Any] | None = None  # with --track: counts and the track tables' paths
     stage_seconds: dict[str, float] | None = None   # read, label, write, tables summed over frames (None: Dask)
     frames_resumed: int = 0                          # frames an interrupted run had finished (--resume)
+    backoffs: list[str] = field(default_factory=list)  # out-of-memory back-offs, in order
 
     @property
     def post_seconds(self) -> float | None:
@@ -131,6 +132,7 @@ class SegmentResult:
             "stage_seconds": None if self.stage_seconds is None else {k: round(v, 3) for k, v in
                                                                       self.stage_seconds.items()},
             "frames_per_second": round(self.frames_per_second, 4), "frames_resumed": self.frames_resumed,
+            "out_of_memory_backoffs": self.backoffs,
             "cells_total": int(sum(counts)), "cells_per_frame_mean": float(np.mean(counts)) if counts else 0.0,
             **({"scores_table": str(self.outputs.scores), "scores": self.scores} if self.scores else {}),
             **({"tracks": self.tracking} if self.tracking else {}),
@@ -309,9 +311,10 @@ def input_scale(model_config, diameter: float | None) -> float:
     return scale
 
 
-def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=None):
+def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=None, notify=None):
     """The tiled predictor for ``model`` on ``device`` with ``config``'s tiling, TTA and batch size;
-    ``call`` is the network as a callable already on ``device`` (default: prepared here)."""
+    ``call`` is the network as a callable already on ``device`` (default: prepared here); ``notify``
+    receives the out-of-memory back-off's lines."""
     from .device import autocast_dtype
     from .inference import InferenceOptions, TiledPredictor, network_callable
 
@@ -326,17 +329,18 @@ def make_predictor(model, device: torch.device, config: SegmentConfig, *, call=N
     if model.network is None:
         return None, options
     return TiledPredictor(call or network_callable(model.network, device), device, options,
-                          autocast=autocast_dtype(device)), options
+                          autocast=autocast_dtype(device), notify=notify), options
 
 
 def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, several: bool = False,
             progress: Progress | None = None, notify: Callable[[str], None] | None = None,
-            scheduler=None, frames_per_task: int = 8) -> SegmentResult:
+            scheduler=None, frames_per_task: int = 8, warn: Callable[[str], None] | None = None) -> SegmentResult:
     """Segment every frame of ``source`` into an OME-Zarr of labels plus per-cell and per-frame tables.
 
     With ``scheduler`` (a ``dask.distributed.Client``, or an address, scheduler file or ``local[:N]`` to
     connect to), frame ranges of ``frames_per_task`` frames are segmented by the cluster's workers (see
-    :mod:`cellsegcli.distributed`).
+    :mod:`cellsegcli.distributed`). ``notify`` receives progress notes, ``warn`` (default ``notify``) what
+    changed the run (an out-of-memory back-off).
     """
     from .device import resolve_device
     from .errors import OutputExistsError
@@ -350,7 +354,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
 
         with connect(scheduler) as client:
             return segment(source, config, out=out, several=several, progress=progress, notify=notify,
-                           scheduler=client, frames_per_task=frames_per_task)
+                           scheduler=client, frames_per_task=frames_per_task, warn=warn)
     started = time.monotonic()
     source = Path(source)
     check_options(config)
@@ -359,7 +363,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     mc = model.config
     if scheduler is None:
         device = resolve_device(config.device)
-        predictor, options = make_predictor(model, device, config)
+        predictor, options = make_predictor(model, device, config, notify=warn or notify)
         device_name, tta, tile = str(device), options.tta, options.tile
     else:
         client = scheduler
@@ -467,8 +471,10 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             recorder.close()
     seconds = time.monotonic() - started
     result = SegmentResult(source, outputs, info.n_frames, info.shape, mc.name, model.sha256, device_name, tta,
-                           tile, seconds, predictor.forward_seconds if predictor else 0.0, counts, px,
-                           scale=scale, tracking=tracking, stage_seconds=stages, frames_resumed=len(done))
+                           predictor.options.tile if predictor else tile, seconds,
+                           predictor.forward_seconds if predictor else 0.0, counts, px,
+                           scale=scale, tracking=tracking, stage_seconds=stages, frames_resumed=len(done),
+                           backoffs=list(predictor.backoffs) if predictor else [])
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format)
     return result
