@@ -41,3 +41,27 @@ def test_cuda_request_without_a_gpu_fails_clearly():
 
     with pytest.raises(CellsegError, match="--device cpu"):
         resolve_device("cuda")
+
+
+@requires_cuda
+def test_out_of_memory_on_cuda_ends_with_blending_on_the_host():
+    """Injected CUDA out-of-memory errors at every batch and tile: the back-off ends with the network on
+    the GPU and the blending on the CPU, with the CPU's result."""
+    torch.manual_seed(0)
+    net = build("resnet18-unet").eval()
+    frame = np.random.default_rng(0).random((300, 420), dtype=np.float32)
+    dev = resolve_device("cuda")
+    call, failed = network_callable(net, dev), [0]
+
+    def tight(x):
+        if x.shape[0] > 1 or x.shape[-1] > 128 or failed[0] < 1:
+            failed[0] += x.shape[0] == 1 and x.shape[-1] == 128
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return call(x)
+
+    pred = TiledPredictor(tight, dev, InferenceOptions(tile=256, tta="flip", batch_size=2))
+    out = pred.predict(frame)
+    assert pred.backoffs == ["batch size 2 -> 1", "tile 256 -> 128", "blending moved to the CPU"]
+    ref = TiledPredictor(network_callable(net, torch.device("cpu")), torch.device("cpu"),
+                         InferenceOptions(tile=128, tta="flip", batch_size=1)).predict(frame)
+    np.testing.assert_allclose(out, ref, atol=1e-3)

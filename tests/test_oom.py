@@ -80,13 +80,15 @@ def test_then_the_tile_is_halved():
     assert pred.backoffs == ["batch size 2 -> 1", "tile 256 -> 128"]
 
 
-def test_then_blending_moves_to_the_cpu(monkeypatch):
-    """On a GPU the last step keeps the network on the device and accumulates on the host; simulated here
-    with a 'meta'-free CPU predictor whose blending device is another CPU device object."""
+def test_blending_already_on_the_cpu_is_not_a_step_left():
+    """On a GPU the step after the smallest tile keeps the network there and accumulates on the host; with
+    blending on the CPU already (always so on a CPU device) the back-off gives up at once. The CUDA path
+    itself runs in tests/test_gpu.py when a GPU is present."""
     pred = TiledPredictor(_failing(_model(), max_batch=0), CPU, InferenceOptions(tile=128, batch_size=1))
     pred.blend_device = torch.device("cpu")
     with pytest.raises(OutOfMemory, match="out of memory on cpu even at --batch-size 1 --tile 128"):
         list(pred.predict_stream(_frames(1)))
+    assert pred.backoffs == []
 
 
 def test_gives_up_with_one_line_at_the_smallest_setting():
