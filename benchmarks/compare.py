@@ -19,7 +19,7 @@ import torch
 
 from cellsegcli.device import resolve_device
 from cellsegcli.training.data import find_pairs
-from cellsegcli.training.loop import split_pairs
+from cellsegcli.training.loop import checkpoint_path, split_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scores import print_table, run, score_all  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
             cmd += ["--lr", str(args.lr)]
         if args.steps_per_epoch:
             cmd += ["--steps-per-epoch", str(args.steps_per_epoch)]
-        if (out / "last.pt").exists():
+        if checkpoint_path(out).exists():
             cmd.append("--resume")
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
         if subprocess.run(cmd).returncode:

@@ -78,7 +78,7 @@ def fold_split(groups: list[list], folds: list[list[int]], i: int, val_fraction:
 
 def train_fold(data: Path, out: Path, args, device) -> Path:
     """Train one fold's model (or continue it) with the recipe of ``args``; returns its folder."""
-    from cellsegcli.training.loop import TrainConfig, train
+    from cellsegcli.training.loop import TrainConfig, checkpoint_path, train
 
     config = TrainConfig(architecture=args.arch, init=args.init, epochs=args.epochs, patience=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, crop=args.crop, seed=args.seed,
@@ -90,7 +90,7 @@ def train_fold(data: Path, out: Path, args, device) -> Path:
               f"Jaccard {r.val_jaccard:.4f}, {r.seconds:.0f} s{' *' if r.improved else ''}", file=sys.stderr,
               flush=True)
 
-    result = train(data, out, config, device=device, resume=(out / "last.pt").is_file(), on_epoch=on_epoch)
+    result = train(data, out, config, device=device, resume=checkpoint_path(out).is_file(), on_epoch=on_epoch)
     if result.stopped.startswith("reached --max-minutes"):
         raise SystemExit(f"{out}: stopped by --max-minutes at epoch {result.epochs_run}; rerun to continue")
     return out

@@ -25,7 +25,7 @@ import torch
 
 from cellsegcli.device import resolve_device
 from cellsegcli.training.data import find_pairs
-from cellsegcli.training.loop import split_pairs
+from cellsegcli.training.loop import checkpoint_path, split_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scores import print_table, run, score_all  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
                "--patience", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch), "--lr", str(args.lr),
                "--schedule", "cosine", "--crop", str(args.crop), "--seed", str(args.seed), "--device", args.device,
                "--name", out.name]
-        if (out / "last.pt").exists():
+        if checkpoint_path(out).exists():
             cmd.append("--resume")
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
         began = time.monotonic()

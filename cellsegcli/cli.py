@@ -1,8 +1,10 @@
 """The command line: the only module that imports typer. Each command parses options, builds a config,
 calls one function of :mod:`cellsegcli.pipeline` (or the training loop) and renders its result.
 
-Exit codes: 0 success, 1 a problem with the input or options (one line on stderr), 2 an internal error,
-3 a quality gate failed (``evaluate --min-jaccard``).
+Exit codes: 0 success, 1 a problem with the input or options (one line on stderr), 2 a malformed command
+line as click reports it (unknown option, bad choice or type, missing argument: three plain lines), 3 a
+quality gate failed (``evaluate --min-jaccard``), 70 an internal error (a bug: please report it), 130
+Ctrl-C, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import typer
 
 from . import __version__
 
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_GATE, EXIT_INTERNAL = 0, 1, 2, 3, 70
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
 app = typer.Typer(
     name="cellseg",
     help="Segment cells in time-lapse microscopy (phase contrast, brightfield, nuclei).",
@@ -26,8 +31,23 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+class _Command(typer.core.TyperCommand):
+    """A command whose ``--help`` is listed without a value, like the other flags."""
+
+    def get_help_option(self, ctx):   # noqa: ANN001, ANN201 - click's signature
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+def _flag(*names: str, **kwargs: Any) -> Any:
+    """An on/off option: shown without a value in the help (it takes none)."""
+    return typer.Option(*names, metavar="", **kwargs)
+
+
+DebugOpt = Annotated[bool, _flag("--debug", help="Show the full traceback on errors.")]
+JsonOpt = Annotated[bool, _flag("--json", help="Print a machine-readable JSON summary on stdout.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
@@ -52,31 +72,37 @@ class Arch(str, Enum):
     unet_rp = "resnet18-unet-rp"
 
 
-def _run(action: Callable[[], Any], *, debug: bool) -> Any:
-    """Run a command body: user errors -> one line + exit 1; anything else -> exit 2."""
+def _run(action: Callable[[], Any], *, debug: bool, as_json: bool = False) -> Any:
+    """Run a command body: user errors -> one line + exit 1; anything else -> internal error, exit 70.
+    With ``--json`` an error is also a JSON document on stdout: ``{"error": ..., "exit_code": ...}``."""
     from . import console
     from .errors import CellsegError
+
+    def fail(message: str, code: int) -> typer.Exit:
+        console.error(message)
+        if as_json:
+            console.print_json({"error": message, "exit_code": code})
+        return typer.Exit(code)
 
     try:
         return action()
     except CellsegError as exc:
         if debug:
             raise
-        console.error(str(exc))
-        raise typer.Exit(1) from None
+        raise fail(str(exc), EXIT_INPUT) from None
     except KeyboardInterrupt as exc:
         from .errors import Terminated
 
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        console.error(f"{what}; nothing was left behind that looks complete (segment --resume continues a run)")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        raise fail(f"{what}; nothing was left behind that looks complete (segment --resume continues a run)",
+                   EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
     except Exception as exc:  # an internal error: say so, and how to get details
         if debug:
             raise
-        console.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
-        raise typer.Exit(2) from None
+        raise fail(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} (rerun with --debug for "
+                   f"the traceback, and report it)", EXIT_INTERNAL) from None
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -104,13 +130,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[Optional[bool], _flag("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
     """cellseg: segment cells in time-lapse microscopy."""
 
 
-@app.command("train")
+@app.command("train", cls=_Command)
 def train_cli(
     ctx: typer.Context,
     annotations: Annotated[Path, typer.Argument(help="Folder with images/ + masks/ (or name_masks.tif files); "
@@ -148,9 +174,13 @@ def train_cli(
     max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this long, "
                            "checkpointed (continue with --resume).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: folder name).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a model already in OUT.")] = False,
-    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Choose the cell and seed "
+    description: Annotated[Optional[str], typer.Option("--description", help="What the model is for, stored "
+                           "in its config.json (default: what it was trained on, and how).")] = None,
+    resume: Annotated[bool, _flag("--resume", help="Continue from OUT/checkpoints/last.pt.")] = False,
+    no_checkpoint: Annotated[bool, _flag("--no-checkpoint", help="Remove OUT/checkpoints/ (~170 MB, needed only "
+                             "by --resume) once training has finished, leaving a ~30 MB model folder.")] = False,
+    overwrite: Annotated[bool, _flag("--overwrite", help="Replace a model already in OUT.")] = False,
+    calibrate: Annotated[bool, _flag("--calibrate/--no-calibrate", help="Choose the cell and seed "
                          "thresholds on the validation frames after training.")] = True,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -172,6 +202,7 @@ def train_cli(
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
             calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema, loss=Loss(loss).value,
+            description=description, keep_checkpoint=not no_checkpoint,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")
@@ -183,7 +214,7 @@ def train_cli(
 
         with console.progress("epoch", unit="batches", quiet=as_json) as report:
             result = train(annotations, out, config, device=dev, resume=resume, overwrite=overwrite, progress=report,
-                           on_epoch=on_epoch, notify=console.info)
+                           on_epoch=on_epoch, notify=console.info, warn=console.warn)
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
         if as_json:
             console.print_json(summary)
@@ -196,21 +227,22 @@ def train_cli(
                              f"{a['threshold']}, seed threshold {a['seed_threshold']} (Jaccard {b['jaccard']:.4f} -> "
                              f"{a['jaccard']:.4f}, F1 {b['f1']:.4f} -> {a['f1']:.4f})")
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
 MaxDistanceOpt = Annotated[Optional[float], typer.Option("--max-distance", help="Tracking: largest move of a "
                            "cell between frames, in pixels (default: one median cell diameter).")]
 GapFramesOpt = Annotated[int, typer.Option("--gap-frames", help="Tracking: frames a cell may be missed and keep "
                          "its track.")]
-DivisionsOpt = Annotated[bool, typer.Option("--divisions/--no-divisions", help="Tracking: detect divisions "
+DivisionsOpt = Annotated[bool, _flag("--divisions/--no-divisions", help="Tracking: detect divisions "
                          "(daughters start new tracks whose parent is the mother's).")]
-DivisionsFirstOpt = Annotated[bool, typer.Option("--divisions-first", help="Tracking: find divisions before "
+DivisionsFirstOpt = Annotated[bool, _flag("--divisions-first", help="Tracking: find divisions before "
                               "closing gaps (for movies whose mitotic cells the model misses for a frame or two "
                               "before they divide; slower, and more false divisions where cells are missed at "
                               "random).")]
 FrameIntervalOpt = Annotated[Optional[str], typer.Option("--frame-interval", help="Time between frames, e.g. 5min, "
-                             "30s, 0.5h (default: the file's metadata); speeds are then in um/min.")]
+                             "30s, 0.5h (default: the file's OME TimeIncrement or ImageJ finterval): the zarr's time "
+                             "axis in seconds, the tables' time_s column, speeds in um/min.")]
 
 
 def _link_options(max_distance: Optional[float], gap_frames: int, divisions: bool, divisions_first: bool = False):
@@ -242,13 +274,13 @@ class TableFormat(str, Enum):
     parquet = "parquet"
 
 
-@app.command("segment")
+@app.command("segment", cls=_Command)
 def segment_cli(
-    inputs: Annotated[list[Path], typer.Argument(help="Stacks: TIFF/OME-TIFF/ImageJ files, folders of frames, "
+    inputs: Annotated[list[Path], typer.Argument(metavar="STACK", help="Stacks: TIFF/OME-TIFF/ImageJ files, folders of frames, "
                                                  "or nd2/czi/lif through bioio.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: next to each "
                    "input), or OUT.zarr for a single input.")] = None,
-    model: Annotated[list[str], typer.Option("--model", "-m", help="Shipped model name (see `cellseg models`) "
+    model: Annotated[list[str], typer.Option("--model", "-m", metavar="NAME|FOLDER", help="Shipped model name (see `cellseg models`) "
                                              "or a model folder; repeat it to average several models' "
                                              "probabilities (an ensemble: the first one's thresholds apply, "
                                              "each costs its own forward pass).")] = ["phase"],
@@ -271,16 +303,22 @@ def segment_cli(
     axes: Annotated[Optional[str], typer.Option("--axes", help="Override the file's axes, e.g. TYX, TCYX.")] = None,
     channel: Annotated[Optional[int], typer.Option("--channel", help="Channel to segment when there are "
                        "several.")] = None,
+    frames: Annotated[Optional[str], typer.Option("--frames", metavar="START:STOP[:STEP]", help="Segment only "
+                  "these frames (STOP excluded, e.g. 100:200 or 0:600:10); the tables keep the movie's frame "
+                  "numbers and the zarr's time axis starts at START.")] = None,
+    z: Annotated[Optional[str], typer.Option("--z", metavar="slices|max", help="A Z stack: segment each slice as "
+                 "its own image (slices) or a maximum projection of each time point (max); a file with Z is "
+                 "refused without it.")] = None,
     series: Annotated[Optional[int], typer.Option("--series", help="Image series of a TIFF that holds several "
                       "(such a file is refused without it).")] = None,
     pixel_size: Annotated[Optional[float], typer.Option("--pixel-size", help="Micrometres per pixel "
                           "(default: from the file's metadata).")] = None,
-    no_image: Annotated[bool, typer.Option("--no-image", help="Do not copy the image into the zarr.")] = False,
-    save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also store the cell "
+    no_image: Annotated[bool, _flag("--no-image", help="Do not copy the image into the zarr.")] = False,
+    save_probabilities: Annotated[bool, _flag("--save-probabilities", help="Also store the cell "
                                   "probability (uint8).")] = False,
     table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (killed, Ctrl-C, a full "
+    overwrite: Annotated[bool, _flag("--overwrite", help="Replace existing outputs.")] = False,
+    resume: Annotated[bool, _flag("--resume", help="Continue an interrupted run (killed, Ctrl-C, a full "
                       "disk) of the same input, model and options from its last finished frame; the result is "
                       "the same as an uninterrupted run's.")] = False,
     gt: Annotated[Optional[Path], typer.Option("--gt", help="Ground-truth labels (TIFF stack, folder or zarr) to "
@@ -294,7 +332,7 @@ def segment_cli(
     post_workers: Annotated[Optional[int], typer.Option("--post-workers", help="Processes that turn "
                             "probabilities into labels and tables, frames still written in order (default: 1 "
                             "on CPU, the cores left after the GPU's feeder on a GPU).")] = None,
-    track: Annotated[bool, typer.Option("--track", help="Follow cells over time: labels/cells holds track ids "
+    track: Annotated[bool, _flag("--track", help="Follow cells over time: labels/cells holds track ids "
                      "(one per cell's life; daughters get new ids), plus NAME.tracks.csv, NAME.napari-tracks.csv "
                      "and NAME.lineage.json.")] = False,
     max_distance: MaxDistanceOpt = None,
@@ -317,10 +355,11 @@ def segment_cli(
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
-            post_workers=post_workers, resume=resume, series=series,
+            post_workers=post_workers, resume=resume, series=series, frames=frames, z=z,
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")
+        pipeline.check_inputs(inputs, config, out)   # all of them, before the first is segmented
         client = None
         if scheduler is not None:
             from .distributed import connect
@@ -340,7 +379,7 @@ def segment_cli(
         if as_json:
             console.print_json(summaries[0] if len(summaries) == 1 else summaries)
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
 def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> dict:
@@ -366,7 +405,7 @@ def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> 
                          f"mean AP {sc['mean_ap']['mean']:.4f}{note} -> {s['scores_table']}")
     return s
 
-@app.command("evaluate")
+@app.command("evaluate", cls=_Command)
 def evaluate_cli(
     pred: Annotated[Path, typer.Argument(help="Predicted labels: a .zarr from cellseg segment, a TIFF stack or a "
                                          "folder of images.")],
@@ -374,7 +413,7 @@ def evaluate_cli(
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Write the per-frame scores to this CSV.")] = None,
     min_jaccard: Annotated[Optional[float], typer.Option("--min-jaccard", help="Exit with code 3 when the mean "
                            "pixel Jaccard is below this.")] = None,
-    tracks: Annotated[bool, typer.Option("--tracks", help="Score tracking instead: PRED is a tracked .zarr or a "
+    tracks: Annotated[bool, _flag("--tracks", help="Score tracking instead: PRED is a tracked .zarr or a "
                       "CTC result folder, GT a CTC ground-truth folder (XX_GT with TRA/); CTC TRA, DET, LNK and "
                       "division F1 by py-ctcmetrics.")] = False,
     as_json: JsonOpt = False,
@@ -421,7 +460,7 @@ def evaluate_cli(
             console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")
             raise typer.Exit(3)
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
 def _evaluate_tracks(pred: Path, gt: Path, as_json: bool) -> None:
@@ -443,7 +482,7 @@ def _evaluate_tracks(pred: Path, gt: Path, as_json: bool) -> None:
                   + [["AOGM (FN x10, FP, NS x5, EA x1.5, ED, EC)", scores.get("AOGM")]])
 
 
-@app.command("track")
+@app.command("track", cls=_Command)
 def track_cli(
     labels: Annotated[Path, typer.Argument(help="Labels to link: a .zarr from cellseg segment, a (T, Y, X) label "
                                            "TIFF, or a folder of label images in natural order (CTC maskNNN.tif / "
@@ -460,7 +499,7 @@ def track_cli(
                           "the source's metadata).")] = None,
     frame_interval: FrameIntervalOpt = None,
     table_format: Annotated[TableFormat, typer.Option("--table-format", help="csv or parquet.")] = TableFormat.csv,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    overwrite: Annotated[bool, _flag("--overwrite", help="Replace existing outputs.")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -487,35 +526,51 @@ def track_cli(
                      f"({s['divisions']} divisions) in {s['seconds']:.1f} s (linking {s['link_seconds']:.1f} s) "
                      f"-> {where}")
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_cli(
-    result: Annotated[Path, typer.Argument(help="A tracked .zarr (cellseg segment --track, or cellseg track).")],
-    ctc: Annotated[Path, typer.Option("--ctc", help="Write a Cell Tracking Challenge result folder here: "
-                   "maskNNN.tif (uint16) + res_track.txt (L B E P).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
+    result: Annotated[Path, typer.Argument(help="A finished result .zarr (cellseg segment, or cellseg track).")],
+    tiff: Annotated[Optional[Path], typer.Option("--tiff", metavar="DIR", help="Write the labels as an ImageJ "
+                    "hyperstack DIR/NAME_labels.tif (uint16, TYX, pixel size and frame interval set) for Fiji and "
+                    "TrackMate.")] = None,
+    tiff_per_frame: Annotated[bool, _flag("--tiff-per-frame", help="With --tiff: one TIFF per frame "
+                              "(DIR/NAME_tNNNN.tif), ids renumbered 1..n in each frame; for results whose ids "
+                              "exceed 65535 (track ids are lost).")] = False,
+    rois: Annotated[Optional[Path], typer.Option("--rois", metavar="DIR", help="Write one ImageJ ROI set per frame "
+                    "(DIR/NAME_tNNNN.zip): a polygon per cell, named cell-NNNN (track-NNNN when tracked).")] = None,
+    outlines: Annotated[Optional[Path], typer.Option("--outlines", metavar="DIR", help="Write one PNG per frame "
+                        "(DIR/NAME_tNNNN.png): cell outlines over the image.")] = None,
+    ctc: Annotated[Optional[Path], typer.Option("--ctc", metavar="DIR", help="Write a Cell Tracking Challenge result "
+                   "folder (maskNNN.tif + res_track.txt); needs a tracked result.")] = None,
+    overwrite: Annotated[bool, _flag("--overwrite", help="Replace existing output folders (only folders holding "
+                         "nothing but export files).")] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Export a tracked result to other tools' formats."""
+    """Export a result to Fiji/ImageJ/TrackMate (TIFF, ROIs), PNG outlines or the CTC format; give at least one
+    of --tiff, --rois, --outlines, --ctc. DIR folders are created; --tiff, --rois and --outlines may share one."""
 
     def action() -> None:
         from . import console
-        from .tracking.pipeline import export_ctc
+        from .export import export_result
 
         with console.progress("export", quiet=as_json) as report:
-            summary = export_ctc(result, ctc, overwrite=overwrite, progress=report)
+            summary = export_result(result, tiff=tiff, rois=rois, outlines=outlines, ctc=ctc,
+                                    tiff_per_frame=tiff_per_frame, overwrite=overwrite, progress=report)
         if as_json:
             console.print_json(summary)
         else:
-            console.info(f"{result}: {summary['frames']} frames, {summary['tracks']} tracks -> {ctc} (CTC format)")
+            for kind, out in summary["outputs"].items():
+                console.info(f"{kind}: {out['files']} file(s) -> {out['folder']}")
+            cells = f", {summary['cells']} cells" if summary.get("cells") is not None else ""
+            console.info(f"{result}: {summary['frames']} frames{cells} exported")
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
-@app.command("calibrate")
+@app.command("calibrate", cls=_Command)
 def calibrate_cli(
     model: Annotated[str, typer.Argument(help="A model folder, or a shipped model name (then give -o).")],
     annotations: Annotated[Path, typer.Argument(help="Annotated frames (images/ + masks/, or name_masks.tif "
@@ -524,7 +579,7 @@ def calibrate_cli(
                    "(default: update MODEL's config.json).")] = None,
     tta: Annotated[TTA, typer.Option("--tta", help="TTA used while calibrating (use the one you segment with; "
                    "auto: d4 on GPU, none on CPU).")] = TTA.auto,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the chosen thresholds, write nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", help="Print the chosen thresholds, write nothing.")] = False,
     diameter: Annotated[Optional[float], typer.Option("--diameter", help="Typical cell diameter in these frames, "
                         "in pixels, as you will pass it to segment.")] = None,
     device: DeviceOpt = "auto",
@@ -556,10 +611,10 @@ def calibrate_cli(
         console.info(f"thresholds {b.threshold}/{b.seed_threshold} -> {c.threshold}/{c.seed_threshold}: "
                      f"Jaccard {b.jaccard:.4f} -> {c.jaccard:.4f}, F1 {b.f1:.4f} -> {c.f1:.4f}; {where}")
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
-@app.command("overlay")
+@app.command("overlay", cls=_Command)
 def overlay_cli(
     result: Annotated[Path, typer.Argument(help="A .zarr written by cellseg segment (or a label stack with --image).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs, GIF and plot.")] = Path("overlays"),
@@ -568,7 +623,9 @@ def overlay_cli(
                   "positives green.")] = None,
     frame: Annotated[Optional[list[int]], typer.Option("--frame", help="Frames to draw (repeatable; default "
                      "all).")] = None,
-    tracks: Annotated[bool, typer.Option("--tracks", help="A tracked result: colour cells by track, draw each "
+    frame_range: Annotated[Optional[str], typer.Option("--frames", metavar="START:STOP[:STEP]", help="A range of "
+                           "frames to draw (STOP excluded), instead of --frame.")] = None,
+    tracks: Annotated[bool, _flag("--tracks", help="A tracked result: colour cells by track, draw each "
                       "track's recent path, and plot the lineage (NAME_lineage.png).")] = False,
     trail: Annotated[int, typer.Option("--trail", help="With --tracks: frames of path drawn behind each cell.",
                                        min=0)] = 10,
@@ -582,7 +639,7 @@ def overlay_cli(
 
         with console.progress("overlay", quiet=as_json) as report:
             res = pipeline.overlay(result, out, image=image, gt=gt, frames=frame or None, progress=report,
-                                   tracks=tracks, trail=trail)
+                                   tracks=tracks, trail=trail, frame_range=frame_range)
         summary = {"pngs": [str(p) for p in res.pngs], "gif": str(res.gif) if res.gif else None,
                    "plot": str(res.plot), "lineage_plot": str(res.lineage_plot) if res.lineage_plot else None}
         if as_json:
@@ -591,10 +648,10 @@ def overlay_cli(
             console.info(f"{len(res.pngs)} PNG overlays in {out}" + (f", animation {res.gif}" if res.gif else "")
                          + f", plot {res.plot}" + (f", lineage {res.lineage_plot}" if res.lineage_plot else ""))
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
-@app.command("models")
+@app.command("models", cls=_Command)
 def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
     """List the shipped models with their metadata."""
 
@@ -622,16 +679,37 @@ def models_cli(as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
                       [[r["name"], r["architecture"], r["val_jaccard"] if r["val_jaccard"] is not None else "-",
                         r["epochs"] or "-", f"{r['diameter']:g}" if r["diameter"] else "-", r["description"]] for r in rows])
 
-    _run(action, debug=debug)
+    _run(action, debug=debug, as_json=as_json)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``cellseg`` console script: runs the app, turns click's usage errors into three plain lines
+    (exit 2) and SIGTERM into a clean exit 143."""
     import signal
+    import sys
 
+    from . import console
     from .errors import Terminated
 
     def terminate(signum, frame):   # noqa: ARG001 - the signal handler's signature
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)
-    app()
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = app(args=args, prog_name="cellseg", standalone_mode=False)
+    except typer.TyperException as exc:   # click's exceptions (typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":   # `cellseg` alone: typer has printed the help
+            sys.exit(EXIT_USAGE)
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        ctx = getattr(exc, "ctx", None)
+        usage = ctx.get_usage() if ctx is not None else None
+        hint = f"Try '{ctx.command_path} -h' for help." if ctx is not None else None
+        console.usage_error(message, usage, hint)
+        if "--json" in args:
+            console.print_json({"error": message, "exit_code": exc.exit_code})
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.error("aborted")
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

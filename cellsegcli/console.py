@@ -30,6 +30,15 @@ def error(message: str) -> None:
         print(f"cellseg: error: {message}", file=sys.stderr, flush=True)
 
 
+def usage_error(message: str, usage: str | None, hint: str | None) -> None:
+    """A malformed command line, as click reports it: the error, the usage line and where help is."""
+    _err.print(f"[bold red]cellseg: usage error:[/] {message}", markup=True, soft_wrap=True) if interactive() else \
+        print(f"cellseg: usage error: {message}", file=sys.stderr, flush=True)
+    for line in (usage, hint):
+        if line:
+            print(" ".join(line.split()), file=sys.stderr, flush=True)
+
+
 def info(message: str) -> None:
     if interactive():
         _err.print(message, soft_wrap=True)

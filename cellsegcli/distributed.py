@@ -85,12 +85,10 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
     """Segment ``job``'s frames on this worker; write labels into the store, return the tables."""
     from . import pipeline
     from .device import resolve_device
-    from .io.readers import open_stack
 
     config = job.config
     results = []
-    with open_stack(job.source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size,
-                    series=config.series) as stack:
+    with pipeline.open_input(job.source, config) as stack:   # frame t of the result, as in the client
         if job.model in pipeline.BASELINES:
             model, predictor = pipeline._baseline_model(job.model), None
         else:

@@ -94,7 +94,7 @@ def open_labels(path: Path) -> LabelSource:
         return LabelSource(path, [_stem(f) for f in files], lambda t: _as_labels(read_image(files[t]), files[t]))
     from .io.readers import open_stack
 
-    stack = open_stack(path)
+    stack = open_stack(path, z="slices")   # label images: a Z axis of masks is their frames
     if "S" in stack.info.axes or "C" in stack.info.axes:
         stack.close()
         raise CellsegError(f"{path}: holds colour or several channels ({stack.info.axes}); a label stack has one "

@@ -62,6 +62,8 @@ class SegmentConfig:
     series: int | None = None          # which image series of a TIFF holding several
     resume: bool = False               # continue an interrupted run of the same input, model and options
     post_workers: int | None = None    # processes labelling frames (None: 1 on CPU, the spare cores on a GPU)
+    frames: str | None = None          # START:STOP[:STEP] of the movie's frames (None: all)
+    z: str | None = None               # a Z axis: "slices" (each its own image) or "max" (projection)
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,16 @@ class FrameSettings:
     save_image: bool
     save_probabilities: bool
     holes: bool = False
+    frame_start: int = 0                # frame t of the result is the movie's frame start + t * step
+    frame_step: int = 1
+    frame_interval_s: float | None = None   # seconds between the movie's frames (time_s column)
+
+    def frame_number(self, t: int) -> int:
+        return self.frame_start + t * self.frame_step
 
 
-def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | None = None) -> FrameSettings:
+def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | None = None,
+                   numbers: range | None = None, interval_s: float | None = None) -> FrameSettings:
     """The options, else the model's thresholds; the model's ``min_size`` is in its own pixels, and a frame
     resized by ``scale`` for it (``--diameter``) has 1 / scale^2 times as many pixels per cell."""
     mc = model_config
@@ -179,7 +188,8 @@ def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | N
         seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
         min_size=round(mc.min_size / scale**2) if config.min_size is None else config.min_size,
         pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities,
-        holes=mc.holes)
+        holes=mc.holes, frame_start=numbers.start if numbers else 0, frame_step=numbers.step if numbers else 1,
+        frame_interval_s=interval_s)
 
 
 def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
@@ -212,9 +222,14 @@ def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSett
     sink.write_frame(t, labels, image=raw if settings.save_image else None,
                      probabilities=prob[0] if settings.save_probabilities else None)
     lap("write")
-    px = settings.pixel_size_um
-    out = (cell_table(labels, raw, frame=t, pixel_size_um=px), frame_table_row(labels, frame=t, pixel_size_um=px),
-           int(labels.max()))
+    px, number = settings.pixel_size_um, settings.frame_number(t)
+    seconds = number * settings.frame_interval_s if settings.frame_interval_s else float("nan")
+    cells = cell_table(labels, raw, frame=number, pixel_size_um=px)
+    cells = {"frame": cells["frame"], "time_s": np.full(len(cells["frame"]), seconds),
+             **{k: v for k, v in cells.items() if k != "frame"}}
+    row = frame_table_row(labels, frame=number, pixel_size_um=px)
+    row = {"frame": row["frame"], "time_s": seconds, **{k: v for k, v in row.items() if k != "frame"}}
+    out = (cells, row, int(labels.max()))
     lap("tables")
     return out
 
@@ -223,12 +238,15 @@ def normalised_frames(stack, percentiles, path: Path, frames) -> Iterator[tuple[
     """(raw, normalised) frames of ``stack``; a NaN or constant frame is a CellsegError naming it."""
     from .normalize import BadFrameError, normalize
 
+    numbers = getattr(stack, "numbers", None)   # a FrameView (--frames): say the movie's frame number
     for t in frames:
         raw = stack.frame(t)
         try:
             norm = normalize(raw, percentiles)
         except BadFrameError as exc:
-            raise CellsegError(f"{path}: frame {t}: {exc}; remove or replace that frame") from None
+            number = numbers[t] if numbers is not None else t
+            raise CellsegError(f"{path}: frame {number}: {exc}; remove or replace that frame, or leave it out "
+                               f"with --frames") from None
         yield raw, norm
 
 
@@ -292,6 +310,52 @@ def frame_stream(model, predictor, items) -> Iterator[tuple[np.ndarray, np.ndarr
         yield raw, method(raw).astype(np.float32)[None]
 
 
+def open_input(source: Path, config: SegmentConfig):
+    """The stack ``source`` as ``config`` reads it (axes, channel, series, Z handling), restricted to
+    ``config.frames``: a ``Stack``, or a ``FrameView`` of one; its ``numbers`` are the movie's frame
+    numbers of its frames."""
+    from .io.frames import FrameView, parse_frames
+    from .io.readers import open_stack
+
+    stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size,
+                       series=config.series, z=config.z)
+    numbers = range(stack.info.n_frames)
+    if config.frames is not None:
+        try:
+            numbers = parse_frames(config.frames, stack.info.n_frames, where=str(source))
+        except BaseException:
+            stack.close()
+            raise
+    return FrameView(stack, numbers)
+
+
+def check_inputs(sources: list[Path], config: SegmentConfig, out: Path | None = None) -> None:
+    """Everything about a ``segment`` call that can be checked before the first frame is segmented: the
+    options, every input (opened: format, axes, channel, Z, frame range), where each result goes (one
+    ``.zarr`` path names one input's result; two inputs may not share one) and outputs already there."""
+    from .errors import OutputExistsError
+
+    check_options(config)
+    sources = [Path(s) for s in sources]
+    several = len(sources) > 1
+    if several and out is not None and out.suffix == ".zarr":
+        raise CellsegError(f"-o {out}: a .zarr path names the result of one input, and {len(sources)} inputs were "
+                           f"given; give a folder (-o results/) to get one result per input")
+    seen: dict[Path, Path] = {}
+    for source in sources:
+        with open_input(source, config):
+            pass
+        outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
+        if outputs.zarr in seen:
+            raise CellsegError(f"{seen[outputs.zarr]} and {source} would both be written to {outputs.zarr}; "
+                               f"rename one, or segment them in separate calls with different -o")
+        seen[outputs.zarr] = source
+        if not config.overwrite:
+            for path in (outputs.zarr, outputs.cells, outputs.frames):
+                if path.exists() or path.is_symlink():
+                    raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
 def input_scale(model_config, diameter: float | None) -> float:
     """How much frames are resized for the model: its training cell diameter over ``diameter`` (1 when
     ``diameter`` is None)."""
@@ -344,8 +408,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     """
     from .device import resolve_device
     from .errors import OutputExistsError
-    from .io.omezarr import OmeZarrWriter
-    from .io.readers import open_stack
+    from .io.omezarr import OmeZarrWriter, TimeAxis
     from .io.rundir import RunFolder
     from .models import load_models
 
@@ -370,9 +433,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         predictor, device = None, None
         device_name, tta, tile = f"dask {client.scheduler.address} ({config.device})", config.tta, config.tile or 0
     outputs = Outputs.for_input(source, out, several=several, table_format=config.table_format)
-    stack = open_stack(source, axes=config.axes, channel=config.channel, pixel_size=config.pixel_size,
-                       series=config.series)
-    info = stack.info
+    stack = open_input(source, config)
+    info, numbers = stack.info, stack.numbers
     if config.gt is not None:
         try:
             _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite, info.shape)
@@ -394,7 +456,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     scale = input_scale(mc, config.diameter)
-    settings = frame_settings(mc, config, px)
+    settings = frame_settings(mc, config, px, numbers, interval * 60 if interval else None)
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
@@ -402,6 +464,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "diameter": config.diameter, "scale": round(scale, 4),
         "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px, "frame_interval_min": interval,
+        "frames": {"start": numbers.start, "stop": numbers.stop, "step": numbers.step,
+                   "of": stack.movie_frames}, "z": config.z,
     }
     if model.members:
         attributes["ensemble"] = mc.training["ensemble"]
@@ -436,7 +500,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                                   image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
                                   save_probabilities=config.save_probabilities, attributes=attributes,
                                   overwrite=config.overwrite, temp_path=run.store_path,
-                                  resume=bool(done)) as zarr_out:
+                                  resume=bool(done), time=TimeAxis.of(numbers, interval * 60 if interval else None)
+                                  ) as zarr_out:
             for t in sorted(done):
                 zarr_out.mark_written(t)
             finished = [len(done)]
@@ -457,7 +522,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                 stages = _segment_here(stack, model, predictor, settings, source, zarr_out, frame_done, notify,
                                        started, device, todo, post_workers(config.post_workers, device))
             tracking = _finish_run(run, zarr_out, outputs, track_outputs, recorder, counts, config, started,
-                                   info, px, interval, notify)
+                                   info, px, interval, notify, settings)
     except BaseException as exc:
         # kept for --resume after an interruption (Ctrl-C, SIGTERM) or a write error (full disk); a bad frame
         # or option would fail the same way again: nothing is kept
@@ -516,7 +581,7 @@ def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) ->
     except OSError:
         size = None
     keep = ("model_sha256", "architecture", "tta", "tile", "overlap", "threshold", "seed_threshold", "min_size",
-            "scale", "axes", "channel", "pixel_size_um", "version")
+            "scale", "axes", "channel", "pixel_size_um", "version", "frames", "z", "frame_interval_min")
     return {"input": str(source.resolve()), "input_bytes": size, "frames": info.n_frames, "shape": list(info.shape),
             **{k: attributes.get(k) for k in keep}, "save_image": config.save_image,
             "save_probabilities": config.save_probabilities, "track": bool(config.track),
@@ -535,7 +600,7 @@ def _os_errors(path: Path) -> Iterator[None]:
 
 
 def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts: list[int], config: SegmentConfig,
-                started: float, info, px, interval, notify) -> dict | None:
+                started: float, info, px, interval, notify, settings: FrameSettings) -> dict | None:
     """Every frame is done: build the tables from the frames' parts in frame order (the same bytes whether
     or not the run was interrupted), link tracks, then publish zarr and tables together. Returns the
     tracking summary with ``--track``, else None."""
@@ -569,8 +634,11 @@ def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts
             tracks = recorder.finish(zarr_out, cells_out)
             zarr_out.write_tracks(tracks.lineage)
             staged_tracks = TrackOutputs.for_zarr(staged.zarr, config.table_format)
+            numbers = range(settings.frame_start, settings.frame_start + info.n_frames * settings.frame_step,
+                            settings.frame_step)
             write_track_tables(staged_tracks, recorder.detections, tracks, pixel_size_um=px,
-                               frame_interval_min=interval, table_format=config.table_format, overwrite=True)
+                               frame_interval_min=interval * settings.frame_step if interval else interval,
+                               table_format=config.table_format, overwrite=True, numbers=numbers)
             tracking_attrs = tracking_attributes(tracks, recorder.options, recorder.link_seconds)
             tracking = {**tracking_attrs, "tracks_table": str(track_outputs.tracks),
                         "napari_tracks": str(track_outputs.napari), "lineage": str(track_outputs.lineage)}
@@ -702,10 +770,11 @@ class OverlayResult:
 
 def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | None = None,
             frames: list[int] | None = None, progress: Progress | None = None, tracks: bool = False,
-            trail: int = 10) -> OverlayResult:
+            trail: int = 10, frame_range: str | None = None) -> OverlayResult:
     """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result;
     with ``tracks`` (a tracked result), cells coloured by track with their last ``trail`` frames' path,
-    and a lineage plot."""
+    and a lineage plot. ``frame_range`` (``START:STOP[:STEP]``) picks frames like ``frames``, by the
+    result's frame index."""
     import zarr
 
     from .evaluation import annotated_in_place, open_labels
@@ -730,7 +799,7 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
                                f"first")
     labels = open_labels(result)
     if image is not None:
-        stack = open_stack(image)
+        stack = open_stack(image, z="slices")
         get_image, close_image = stack.frame, stack.close
     else:
         root = zarr.open_group(result, mode="r") if result.suffix == ".zarr" else None
@@ -743,6 +812,12 @@ def overlay(result: Path, out: Path, *, image: Path | None = None, gt: Path | No
         if truth is not None and len(truth) != len(labels):
             raise CellsegError(f"{gt}: {len(truth)} frames but {result} has {len(labels)}")
         sparse = truth is not None and annotated_in_place(truth)
+        if frame_range is not None:
+            from .io.frames import parse_frames
+
+            if frames is not None:
+                raise CellsegError("--frame and --frames both pick frames: give one of them")
+            frames = list(parse_frames(frame_range, len(labels), where=str(result)))
         chosen = frames if frames is not None else list(range(len(labels)))
         bad = [t for t in chosen if not 0 <= t < len(labels)]
         if bad:

@@ -95,13 +95,38 @@ def test_single_frame_and_big_endian(tmp_path):
     np.testing.assert_array_equal(frame, data)
 
 
-@pytest.mark.parametrize("axes", ["ZYX", "IYX", "QYX"])
-def test_z_i_q_axes_are_the_frame_axis(tmp_path, axes):
+@pytest.mark.parametrize("axes", ["IYX", "QYX"])
+def test_i_q_axes_are_the_frame_axis(tmp_path, axes):
     data = _stack((4, 8, 6))
     path = _write(tmp_path / "s.tif", data, axes)
     with open_stack(path, axes=axes) as stack:
         assert (stack.info.axes, stack.info.n_frames) == (axes, 4)
         np.testing.assert_array_equal(_frames(stack), data)
+
+
+def test_a_z_stack_is_never_read_as_time_without_being_told(tmp_path):
+    data = _stack((4, 8, 6))
+    path = _write(tmp_path / "s.tif", data, "ZYX")
+    with pytest.raises(CellsegError, match=r"holds a Z stack \(Z=4.*--z slices.*--z max"):
+        open_stack(path, axes="ZYX")
+    with open_stack(path, axes="ZYX", z="slices") as stack:   # each slice its own image
+        assert stack.info.n_frames == 4
+        np.testing.assert_array_equal(_frames(stack), data)
+    with open_stack(path, axes="ZYX", z="max") as stack:      # one maximum projection
+        assert stack.info.n_frames == 1
+        np.testing.assert_array_equal(_frames(stack)[0], data.max(axis=0))
+
+
+def test_max_projection_of_each_time_point(tmp_path):
+    data = _stack((3, 4, 8, 6))
+    path = _write(tmp_path / "s.tif", data, "TZYX")
+    with open_stack(path, axes="TZYX", z="max") as stack:
+        assert (stack.info.n_frames, stack.info.shape) == (3, (8, 6))
+        np.testing.assert_array_equal(_frames(stack), data.max(axis=1))
+    with pytest.raises(CellsegError, match="--z slices makes the slices the frames, but the file also has T=3"):
+        open_stack(path, axes="TZYX", z="slices")
+    with pytest.raises(CellsegError, match="--z sum: give one of slices, max"):
+        open_stack(path, axes="TZYX", z="sum")
 
 
 def test_plain_3d_tiff_is_a_stack(tmp_path):
@@ -117,8 +142,10 @@ def test_several_long_frame_axes_ask_for_axes(tmp_path):
     data = _stack((3, 2, 8, 6))
     path = tmp_path / "tz.tif"
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "TZYX"})
-    with pytest.raises(CellsegError, match=r"more than one frame axis \(T=3, Z=2.*--axes"):
+    with pytest.raises(CellsegError, match=r"holds a Z stack \(Z=2; axes TZYX.*--z max.*--axes"):
         open_stack(path)
+    with pytest.raises(CellsegError, match=r"more than one frame axis \(T=3, I=2.*--axes"):
+        open_stack(path, axes="TIYX")
     with open_stack(path, axes="TCYX", channel=1) as stack:  # relabel Z as C and pick a plane
         np.testing.assert_array_equal(_frames(stack), data[:, 1])
 
@@ -190,8 +217,8 @@ def test_rgba_drops_alpha_and_planar_rgb(tmp_path):
 def test_axes_override(tmp_path):
     data = _stack((4, 8, 6))
     path = _write(tmp_path / "s.tif", data, "TYX")
-    with open_stack(path, axes="zyx") as stack:
-        assert stack.info.axes == "ZYX"
+    with open_stack(path, axes="iyx") as stack:
+        assert stack.info.axes == "IYX"
         np.testing.assert_array_equal(_frames(stack), data)
     with open_stack(path, axes="CYX", channel=3) as stack:
         assert (stack.info.n_frames, stack.info.channel) == (1, 3)
@@ -443,9 +470,11 @@ def test_bioio_reads_tczyx(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bioio", types.SimpleNamespace(BioImage=FakeBioImage))
     path = tmp_path / "movie.czi"
     path.write_bytes(b"")
+    with pytest.raises(CellsegError, match=r"holds a Z stack \(Z=5; axes TCZYX"):
+        open_stack(path, channel=1)
     with pytest.raises(CellsegError, match=r"2 channels \(axes TCZYX, shape \(1, 2, 5, 8, 6\)\)"):
-        open_stack(path)
-    with open_stack(path, channel=1) as stack:
+        open_stack(path, z="slices")
+    with open_stack(path, channel=1, z="slices") as stack:
         assert stack.info == StackInfo(path, "TCZYX", 5, (8, 6), np.dtype("uint16"), 1, 0.3)
         np.testing.assert_array_equal(_frames(stack), data[0, 1])
 

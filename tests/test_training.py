@@ -154,7 +154,7 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     assert result.epochs_run == 2
     epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2"]
-    state = torch.load(out / "last.pt", weights_only=True)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2
 
 
@@ -182,10 +182,11 @@ def test_full_disk_stops_training_with_one_line_and_a_resumable_checkpoint(tmp_p
     assert str(info.value) == (f"{out}: no space left on the device; free some space or choose "
                                f"another output folder; the checkpoint of epoch 1 in {out} is intact: rerun with "
                                f"--resume once there is space")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "history.csv", "last.pt",
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "curves.png", "history.csv",
                                                      "model.safetensors"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.pt"]
     monkeypatch.undo()
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     assert train(root, out, _config(epochs=3, calibrate=False), device=CPU, resume=True).epochs_run == 3
 
 
@@ -193,7 +194,7 @@ def test_same_seed_gives_the_same_weights_on_cpu(tmp_path):
     root = _annotations(tmp_path / "ann", n=3)
     for name in ("a", "b"):
         train(root, tmp_path / name, _config(), device=CPU)
-    wa, wb = (torch.load(tmp_path / n / "last.pt", weights_only=True)["network"] for n in ("a", "b"))
+    wa, wb = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True)["network"] for n in ("a", "b"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -452,10 +453,10 @@ def test_ema_run_saves_the_average_and_resumes_it_exactly(tmp_path):
     cfg = _config(epochs=2, ema=0.99, patience=5, calibrate=False)
     train(root, tmp_path / "straight", cfg, device=CPU)
     train(root, tmp_path / "resumed", dataclasses.replace(cfg, epochs=1), device=CPU)
-    for name, copy in (("last.pt", "one.pt"), ("model.safetensors", "one.safetensors")):
+    for name, copy in (("checkpoints/last.pt", "one.pt"), ("model.safetensors", "one.safetensors")):
         (tmp_path / "resumed" / copy).write_bytes((tmp_path / "resumed" / name).read_bytes())
     train(root, tmp_path / "resumed", cfg, device=CPU, resume=True)
-    a, b = (torch.load(tmp_path / n / "last.pt", weights_only=True) for n in ("straight", "resumed"))
+    a, b = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True) for n in ("straight", "resumed"))
     assert a["ema"]["steps"] == b["ema"]["steps"] == 4
     for k in a["ema"]["module"]:
         assert torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]), k
@@ -559,3 +560,45 @@ def test_training_with_the_lovasz_loss_records_it(tmp_path):
         _config(loss="dice")
     with pytest.raises(CellsegError, match="trained with --loss bce-lovasz; resume it with the same --loss"):
         train(root, tmp_path / "m", _config(epochs=2, calibrate=False), device=CPU, resume=True)
+
+
+def test_model_folder_holds_the_checkpoint_apart_and_no_checkpoint_removes_it(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    kept = train(root, tmp_path / "kept", _config(calibrate=False), device=CPU)
+    assert (kept.model_dir / "checkpoints" / "last.pt").is_file() and not (kept.model_dir / "last.pt").exists()
+    slim = train(root, tmp_path / "slim", _config(calibrate=False, keep_checkpoint=False), device=CPU)
+    assert sorted(p.name for p in slim.model_dir.iterdir()) == ["config.json", "curves.png", "history.csv",
+                                                                "model.safetensors"]
+    size = sum(p.stat().st_size for p in slim.model_dir.iterdir())
+    assert size < 40e6   # what a user copies around: ~30 MB of fp16 weights, no 170 MB optimizer state
+
+
+def test_a_folder_of_the_earlier_layout_resumes_and_moves_its_checkpoint(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    out = tmp_path / "m"
+    train(root, out, _config(epochs=1, calibrate=False), device=CPU)
+    (out / "checkpoints" / "last.pt").rename(out / "last.pt")   # as earlier versions left it
+    (out / "checkpoints").rmdir()
+    assert train(root, out, _config(epochs=2, calibrate=False), device=CPU, resume=True).epochs_run == 2
+    assert (out / "checkpoints" / "last.pt").is_file() and not (out / "last.pt").exists()
+
+
+def test_description_is_the_users_or_says_what_the_model_was_trained_on(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    train(root, tmp_path / "a", _config(calibrate=False), device=CPU)
+    auto = json.loads((tmp_path / "a" / "config.json").read_text())["description"]
+    assert auto.startswith("resnet18-fpn from scratch on ann (2 training / 1 validation images")
+    train(root, tmp_path / "b", _config(calibrate=False, init=str(tmp_path / "a")), device=CPU)
+    tuned = json.loads((tmp_path / "b" / "config.json").read_text())["description"]
+    assert tuned.startswith("resnet18-fpn fine-tuned from 'a' on ann")   # not the description of 'a'
+    train(root, tmp_path / "c", _config(calibrate=False, description="HeLa, 20x phase, lab X"), device=CPU)
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["description"] == "HeLa, 20x phase, lab X"
+
+
+def test_a_model_that_validates_poorly_ends_with_one_warning_line(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    warnings: list[str] = []
+    result = train(root, tmp_path / "m", _config(calibrate=False), device=CPU, warn=warnings.append)
+    assert result.best_val_jaccard < 0.5   # one epoch of two steps from scratch
+    assert warnings == [result.warning] and "\n" not in result.warning
+    assert "below 0.5" in result.warning and "--epochs" in result.warning and "--init" in result.warning

@@ -121,6 +121,14 @@ class AtomicOutput:
             self.abort()
             raise WriteError(os_error_message(self.path, exc)) from exc
 
+    def _publish(self, temp: Path, *, overwrite: bool) -> None:
+        """Rename ``temp`` to ``self.path``; an output that appeared there meanwhile aborts the writer."""
+        try:
+            replace_path(temp, self.path, overwrite=overwrite)
+        except OutputExistsError:
+            self.abort()
+            raise
+
     def __enter__(self):
         return self
 

@@ -41,7 +41,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from ..errors import OutputExistsError
-from .atomic import AtomicOutput, remove_path, remove_stale_partials, replace_path, temp_path_for
+from .atomic import AtomicOutput, remove_path, remove_stale_partials, temp_path_for
 
 NGFF_VERSION = "0.5"
 LABEL_NAME = "cells"
@@ -50,7 +50,7 @@ IMAGE_PATH, LABELS_PATH, PROBABILITIES_PATH = "0", f"labels/{LABEL_NAME}/0", "pr
 LINEAGE_PATH, LINEAGE_COLUMNS = "tracks/lineage", ("track_id", "first_frame", "last_frame", "parent_id")
 
 
-def multiscales(name: str, pixel_size_um: float | None) -> list[dict]:
+def multiscales(name: str, pixel_size_um: float | None, time: TimeAxis | None = None) -> list[dict]:
     """NGFF 0.5 ``multiscales`` metadata for one (T, Y, X) resolution level stored at path ``"0"``.
 
     Parameters
@@ -59,25 +59,46 @@ def multiscales(name: str, pixel_size_um: float | None) -> list[dict]:
         Name of the image (``"image"``, ``"cells"``, ``"probabilities"``).
     pixel_size_um : float or None
         Micrometres per pixel; ``None`` gives scale 1.0 and no unit.
+    time : TimeAxis or None
+        The ``t`` axis' scale, translation and unit (default: frame index, no unit).
     """
     known = pixel_size_um is not None
     space = {"type": "space", "unit": "micrometer"} if known else {"type": "space"}
     px = float(pixel_size_um) if known else 1.0
+    time = time or TimeAxis()
+    t_axis = {"name": "t", "type": "time", **({"unit": time.unit} if time.unit else {})}
     return [
         {
-            "axes": [{"name": "t", "type": "time"}, {"name": "y", **space}, {"name": "x", **space}],
+            "axes": [t_axis, {"name": "y", **space}, {"name": "x", **space}],
             "datasets": [
                 {
                     "path": "0",
                     "coordinateTransformations": [
-                        {"type": "scale", "scale": [1.0, px, px]},
-                        {"type": "translation", "translation": [0.0, 0.0, 0.0]},
+                        {"type": "scale", "scale": [float(time.scale), px, px]},
+                        {"type": "translation", "translation": [float(time.translation), 0.0, 0.0]},
                     ],
                 }
             ],
             "name": name,
         }
     ]
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """Where zarr frame ``i`` lies in time: ``translation + i * scale``, in ``unit`` (``"second"``), or in
+    the movie's frame numbers when the interval is unknown (``unit`` None)."""
+
+    scale: float = 1.0
+    translation: float = 0.0
+    unit: str | None = None
+
+    @classmethod
+    def of(cls, numbers: range, interval_s: float | None) -> TimeAxis:
+        """The axis of frames ``numbers`` of a movie with ``interval_s`` seconds between frames."""
+        if interval_s:
+            return cls(numbers.step * interval_s, numbers.start * interval_s, "second")
+        return cls(float(numbers.step), float(numbers.start))
 
 
 def as_json(attributes: dict) -> dict:
@@ -119,6 +140,9 @@ class OmeZarrWriter(AtomicOutput):
     overwrite : bool
         Replace an existing ``path`` at :meth:`commit`; without it an existing ``path`` raises
         :class:`~cellsegcli.errors.OutputExistsError` here.
+    time : TimeAxis or None
+        The NGFF ``t`` axis: seconds per frame and the first frame's time when the interval is known,
+        else the movie's frame numbers (``--frames 100:200`` starts at 100).
 
     Examples
     --------
@@ -141,6 +165,7 @@ class OmeZarrWriter(AtomicOutput):
         overwrite: bool = False,
         temp_path: Path | None = None,
         resume: bool = False,
+        time: TimeAxis | None = None,
     ) -> None:
         self.path = Path(path)
         self.n_frames = int(n_frames)
@@ -149,6 +174,7 @@ class OmeZarrWriter(AtomicOutput):
         self.save_probabilities = save_probabilities
         self.overwrite = overwrite
         self._attributes = as_json(attributes or {})
+        self._time = time
         self._written = np.zeros(self.n_frames, dtype=bool)
         self._state = "open"  # -> "committed" | "aborted"
         if self.n_frames < 1 or min(self.shape) < 1:
@@ -194,7 +220,7 @@ class OmeZarrWriter(AtomicOutput):
         store = LocalStore(self.temp_path)
         ome: dict = {"version": NGFF_VERSION}
         if self.image_dtype is not None:
-            ome["multiscales"] = multiscales("image", pixel_size_um)
+            ome["multiscales"] = multiscales("image", pixel_size_um, self._time)
         root_attrs = {"ome": ome, "cellseg": {**self._attributes, "complete": False}}
         self._root = zarr.open_group(store, mode="w-", zarr_format=3, attributes=root_attrs)
         self._image = None if self.image_dtype is None else self._create_array(self._root, self.image_dtype)
@@ -206,7 +232,7 @@ class OmeZarrWriter(AtomicOutput):
             image_label["source"] = {"image": "../../"}
         cells_ome = {
             "version": NGFF_VERSION,
-            "multiscales": multiscales(LABEL_NAME, pixel_size_um),
+            "multiscales": multiscales(LABEL_NAME, pixel_size_um, self._time),
             "image-label": image_label,
         }
         cells = labels.create_group(LABEL_NAME, attributes={"ome": cells_ome})
@@ -215,7 +241,8 @@ class OmeZarrWriter(AtomicOutput):
         self._probabilities = None
         if self.save_probabilities:
             probs_attrs = {
-                "ome": {"version": NGFF_VERSION, "multiscales": multiscales("probabilities", pixel_size_um)},
+                "ome": {"version": NGFF_VERSION, "multiscales": multiscales("probabilities", pixel_size_um,
+                                                                                 self._time)},
                 "cellseg": {"content": "cell (foreground) probability", "value_scale": 1 / PROBABILITY_SCALE},
             }
             probs = self._root.create_group("probabilities", attributes=probs_attrs)
@@ -334,11 +361,7 @@ class OmeZarrWriter(AtomicOutput):
             if not publish:
                 self._state = "committed"
                 return self.temp_path
-            try:
-                replace_path(self.temp_path, self.path, overwrite=self.overwrite)
-            except OutputExistsError:
-                self.abort()
-                raise
+            self._publish(self.temp_path, overwrite=self.overwrite)
         self._state = "committed"
         return self.path
 

@@ -74,25 +74,36 @@ class _Selection:
     axes: str
     frame_axis: str | None  # None: the data hold a single frame
     channel: int | None  # index into C, or into S when there is no C axis
+    project: str | None = None  # an axis read whole and reduced by its maximum (``--z max``)
 
     def index(self, t: int) -> tuple[int | slice, ...]:
-        """Index of frame ``t`` in the N-d array: ``(Y, X)``, or ``(Y, X, S)`` / ``(S, Y, X)`` for RGB."""
+        """Index of frame ``t`` in the N-d array: ``(Y, X)``, or ``(Y, X, S)`` / ``(S, Y, X)`` for RGB,
+        with the projected axis (if any) kept whole."""
         index: list[int | slice] = []
         for axis in self.axes:
             if axis == self.frame_axis:
                 index.append(t)
             elif axis == "C" or (axis == "S" and "C" not in self.axes and self.channel is not None):
                 index.append(self.channel)
-            elif axis in "YXS":
+            elif axis in "YXS" or axis == self.project:
                 index.append(slice(None))
             else:  # a frame axis of length 1
                 index.append(0)
         return tuple(index)
 
     @property
+    def _kept(self) -> list[str]:
+        return [axis for axis, i in zip(self.axes, self.index(0)) if isinstance(i, slice)]
+
+    @property
+    def project_axis(self) -> int | None:
+        """Position of the projected axis in an indexed frame."""
+        return self._kept.index(self.project) if self.project else None
+
+    @property
     def samples_axis(self) -> int | None:
-        """Position of the RGB samples axis in an indexed frame; None when there is none left."""
-        kept = [axis for axis, i in zip(self.axes, self.index(0)) if isinstance(i, slice)]
+        """Position of the RGB samples axis in an indexed frame after the projection; None when none is left."""
+        kept = [axis for axis in self._kept if axis != self.project]
         return kept.index("S") if "S" in kept else None
 
 
@@ -150,6 +161,8 @@ class Stack:
                 f"{self.info.path}: cannot read frame {t} ({_one_line(exc)}); "
                 "the file looks truncated or damaged, copy or export it again"
             ) from exc
+        if self._selection.project is not None:
+            data = data.max(axis=self._selection.project_axis)
         if self._samples_axis is not None:
             data = _to_grey(data, self._samples_axis)
         return data.astype(self.info.dtype, copy=False)
@@ -182,6 +195,7 @@ def open_stack(
     channel: int | None = None,
     pixel_size: float | None = None,
     series: int | None = None,
+    z: str | None = None,
 ) -> Stack:
     """Open a stack of frames for lazy reading.
 
@@ -196,6 +210,9 @@ def open_stack(
     pixel_size : micrometres per pixel, overriding the file's metadata.
     series : which image series of a TIFF holding several (required then: a TIFF is never read as its
         first series without a word).
+    z : what a Z axis longer than 1 means (required then: a Z stack is never read as time): ``"slices"``
+        segments each slice as its own image (the frames are the slices), ``"max"`` a maximum projection
+        of each time point.
 
     Returns
     -------
@@ -218,7 +235,7 @@ def open_stack(
                                f"image, or convert it to an integer or float TIFF")
         shape = tuple(source.array.shape)
         axes = _check_axes(axes or source.axes, shape, path)
-        selection = _select(axes, shape, channel, path)
+        selection = _select(axes, shape, channel, path, z)
     except CellsegError:
         source.close()
         raise
@@ -295,10 +312,26 @@ def _check_axes(axes: str, shape: tuple[int, ...], path: Path) -> str:
     return axes
 
 
-def _select(axes: str, shape: tuple[int, ...], channel: int | None, path: Path) -> _Selection:
-    """Choose the frame axis and the channel of validated ``axes``."""
+Z_MODES = ("slices", "max")
+
+
+def _select(axes: str, shape: tuple[int, ...], channel: int | None, path: Path, z: str | None = None) -> _Selection:
+    """Choose the frame axis, the channel and the Z handling of validated ``axes``."""
     sizes = dict(zip(axes, shape))
-    frame_axes = [axis for axis in axes if axis in FRAME_AXES and sizes[axis] > 1]
+    if z is not None and z not in Z_MODES:
+        raise CellsegError(f"--z {z}: give one of {', '.join(Z_MODES)}")
+    project = None
+    if sizes.get("Z", 1) > 1:
+        if z is None:
+            raise CellsegError(f"{path}: holds a Z stack (Z={sizes['Z']}; axes {axes}, shape {shape}) and cellseg "
+                               f"segments 2-D frames over time: pass --z slices (each slice as its own image) or "
+                               f"--z max (a maximum projection), or --axes if Z is really time")
+        if z == "max":
+            project = "Z"
+        elif sizes.get("T", 1) > 1:
+            raise CellsegError(f"{path}: --z slices makes the slices the frames, but the file also has T={sizes['T']} "
+                               f"time points; use --z max, or split the file")
+    frame_axes = [axis for axis in axes if axis in FRAME_AXES and sizes[axis] > 1 and axis != project]
     if len(frame_axes) > 1:
         found = ", ".join(f"{axis}={sizes[axis]}" for axis in frame_axes)
         raise CellsegError(
@@ -318,7 +351,7 @@ def _select(axes: str, shape: tuple[int, ...], channel: int | None, path: Path) 
         if not 0 <= channel < sizes[pick]:
             raise CellsegError(f"{path}: channel {channel} is out of range for {sizes[pick]} channels; "
                                f"pick one with --channel N (0..{sizes[pick] - 1})")
-    return _Selection(axes, frame_axes[0] if frame_axes else None, channel)
+    return _Selection(axes, frame_axes[0] if frame_axes else None, channel, project)
 
 
 def _to_grey(frame: np.ndarray, axis: int) -> np.ndarray:

@@ -65,12 +65,18 @@ def tracking_attributes(tracks: Tracks, options: LinkOptions, seconds: float) ->
 
 def write_track_tables(outputs: TrackOutputs, detections: list[Detections], tracks: Tracks, *,
                        pixel_size_um: float | None, frame_interval_min: float | None, table_format: str,
-                       overwrite: bool) -> None:
-    """The per-track table, the napari tracks table and the lineage JSON."""
+                       overwrite: bool, numbers: range | None = None) -> None:
+    """The per-track table, the napari tracks table and the lineage JSON. ``numbers`` are the movie's frame
+    numbers of the result's frames (``--frames``): the track table's first/last frames are given in them
+    (and ``frame_interval_min`` is then the time between the result's frames); the napari table and the
+    lineage count the result's frames, as its zarr does."""
     from ..io.tables import write_table
 
-    write_table(track_table(detections, tracks, pixel_size_um=pixel_size_um, frame_interval_min=frame_interval_min),
-                outputs.tracks, format=table_format, overwrite=overwrite)
+    table = track_table(detections, tracks, pixel_size_um=pixel_size_um, frame_interval_min=frame_interval_min)
+    if numbers is not None:
+        for key in ("first_frame", "last_frame"):
+            table[key] = numbers.start + table[key] * numbers.step
+    write_table(table, outputs.tracks, format=table_format, overwrite=overwrite)
     data, graph = napari_tracks(detections, tracks)
     write_table(data, outputs.napari, overwrite=overwrite)
     _write_json(outputs.lineage, {
@@ -287,7 +293,7 @@ def _open_movie(source: Path) -> _Movie:
     elif source.is_file():
         from ..io.readers import open_stack
 
-        with open_stack(source) as stack:
+        with open_stack(source, z="slices") as stack:
             movie.pixel_size_um = stack.info.pixel_size_um
             interval = getattr(stack.info, "frame_interval_s", None)
             movie.frame_interval_min = interval / 60 if interval else None

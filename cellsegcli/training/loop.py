@@ -4,8 +4,11 @@ resuming needs, the best model (by validation loss) kept as a model folder.
 Model folder after training::
 
     config.json, model.safetensors   the best epoch (fp16 weights), loadable by `cellseg segment`
-    last.pt                          the last epoch: weights, optimizer, scheduler, RNG, early stopping
     history.csv, curves.png          per-epoch losses and validation Jaccard
+    checkpoints/last.pt              the last epoch: weights, optimizer, scheduler, RNG, early stopping
+                                     (for --resume; ~170 MB, removed at the end by --no-checkpoint)
+
+A model folder without ``checkpoints/`` is what users copy around (~30 MB).
 """
 
 from __future__ import annotations
@@ -40,7 +43,26 @@ from .ema import WeightAverage
 from .loss import LOSSES, loss_function
 
 LAST = "last.pt"
+CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
+LOW_JACCARD = 0.5   # a final validation Jaccard below this ends training with a warning
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where the model folder ``out`` keeps its resumable checkpoint: ``checkpoints/last.pt``, or the
+    ``last.pt`` beside the weights that folders trained by earlier versions have."""
+    out = Path(out)
+    new, old = out / CHECKPOINTS / LAST, out / LAST
+    return old if old.is_file() and not new.exists() else new
+
+
+def default_description(architecture: str, annotations: Path, n_train: int, n_val: int, init: str,
+                        started_from: str | None) -> str:
+    """What a model was trained on, when the user gave no ``--description``."""
+    how = f"fine-tuned from '{started_from}'" if started_from else (
+        "from ImageNet weights" if init == "imagenet" else "from scratch")
+    return (f"{architecture} {how} on {annotations.resolve().name} ({n_train} training / {n_val} validation "
+            f"images, {_dt.date.today().isoformat()})")
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ class TrainConfig:
     calibrate: bool = True              # choose the post-processing thresholds on the validation frames
     ema: float | None = None            # decay of an average of the weights, validated and saved instead
     loss: str = "bce-dice"              # bce-dice (the papers') | bce-lovasz (BCE + Lovász hinge, IoU-aware)
+    description: str | None = None      # for config.json (default: what it was trained on, and how)
+    keep_checkpoint: bool = True        # False: remove checkpoints/ once training has finished
 
     def __post_init__(self) -> None:
         if self.crop % 32 or self.crop < 32:
@@ -118,6 +142,7 @@ class TrainResult:
     n_val: int
     calibration: dict | None = None     # thresholds chosen on the validation frames (see calibrate.py)
     n_val_from_init: int = 0            # validation images kept from the --init model's validation set
+    warning: str | None = None          # a model that validates poorly says so (and what to try)
 
 
 def split_pairs(folder: Path, val_fraction: float, seed: int, keep_in_val: tuple[str, ...] | list[str] = ()):
@@ -314,7 +339,7 @@ def _checkpoint_errors(out: Path, saved_epoch: int) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        for tmp in out.glob("*.partial"):  # pathlib's glob matches the hidden .NAME.partial files too
+        for tmp in [*out.glob("*.partial"), *(out / CHECKPOINTS).glob("*.partial")]:   # hidden ones too
             tmp.unlink(missing_ok=True)
         path = Path(exc.filename) if exc.filename else out
         left = (f"the checkpoint of epoch {saved_epoch} in {out} is intact: rerun with --resume once there is "
@@ -340,8 +365,9 @@ def write_history(folder: Path, history: list[dict]) -> None:
 def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.device, resume: bool = False,
           overwrite: bool = False,
           progress: Callable[..., None] | None = None, on_epoch: Callable[[EpochReport], None] | None = None,
-          notify: Callable[[str], None] | None = None) -> TrainResult:
-    """Train a model on the annotated folder ``annotations`` into the model folder ``out``."""
+          notify: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> TrainResult:
+    """Train a model on the annotated folder ``annotations`` into the model folder ``out``; ``warn``
+    receives the line about a model that validates poorly (also in ``TrainResult.warning``)."""
     annotations, out = Path(annotations), Path(out)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -373,14 +399,22 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     validated_network = ema.module if ema is not None else network   # what is validated and saved
     history: list[dict] = []
     start = 0
-    last = out / LAST
+    last = checkpoint_path(out)
     if resume:
         history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss)
+        if last.parent == out:   # an earlier version's layout: continue in checkpoints/
+            (out / CHECKPOINTS).mkdir(exist_ok=True)
+            os.replace(last, out / CHECKPOINTS / LAST)
+            last = out / CHECKPOINTS / LAST
     elif last.exists():
         raise CellsegError(f"{out}: holds a training checkpoint; pass --resume to continue it, or choose another -o")
     elif (out / "model.safetensors").exists() and not overwrite:
         raise CellsegError(f"{out}: holds a trained model; choose another -o, or pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
+    last.parent.mkdir(exist_ok=True)
+    description = config.description or default_description(
+        architecture, annotations, len(train_pairs), len(val_pairs), config.init,
+        started_from.name if started_from else None)
     area = sum(max(1, round(s.image.size / config.crop**2)) for s in train_samples)
     steps = config.steps_per_epoch or max(1, math.ceil(area / config.batch_size))
     data_id = fingerprint(train_pairs + val_pairs)
@@ -422,7 +456,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     seed_threshold=started_from.seed_threshold if started_from else 0.5,
                     min_size=min_size, diameter=diameter, holes=holes,
                     training=provenance,
-                    description=started_from.description if started_from else "",
+                    description=description,
                 )
                 save_model(validated_network, model_config, out, half=True)
             _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, config.loss)
@@ -447,8 +481,21 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         with _checkpoint_errors(out, saved_epoch):
             apply(out, result)
         calibration = result.record()
-    return TrainResult(out, epoch, stopper.best_epoch, stopper.best,
-                       best["val_jaccard"] if best else math.nan, stopped, len(train_pairs), len(val_pairs),
-                       calibration, len(inherited))
+    finished = not stopped.startswith("reached --max-minutes")
+    if not config.keep_checkpoint and finished:
+        from ..io.atomic import remove_path
+
+        remove_path(out / CHECKPOINTS)
+    best_jaccard = best["val_jaccard"] if best else math.nan
+    warning = None
+    if finished and not best_jaccard >= LOW_JACCARD:
+        warning = (f"{out}: best validation Jaccard {best_jaccard:.2f} is below {LOW_JACCARD}: this model segments "
+                   f"its validation images poorly; check that masks/ match images/, train longer (--epochs, "
+                   f"--resume), start from a trained model (--init default, or --init imagenet), or annotate more "
+                   f"images")
+        if warn is not None:
+            warn(warning)
+    return TrainResult(out, epoch, stopper.best_epoch, stopper.best, best_jaccard, stopped, len(train_pairs),
+                       len(val_pairs), calibration, len(inherited), warning)
 
 
