@@ -66,6 +66,11 @@ class Sampling(str, Enum):
     image = "image"
 
 
+class ZMode(str, Enum):
+    slices = "slices"
+    max = "max"
+
+
 class Arch(str, Enum):
     unet = "resnet18-unet"
     fpn = "resnet18-fpn"
@@ -306,7 +311,7 @@ def segment_cli(
     frames: Annotated[Optional[str], typer.Option("--frames", metavar="START:STOP[:STEP]", help="Segment only "
                   "these frames (STOP excluded, e.g. 100:200 or 0:600:10); the tables keep the movie's frame "
                   "numbers and the zarr's time axis starts at START.")] = None,
-    z: Annotated[Optional[str], typer.Option("--z", metavar="slices|max", help="A Z stack: segment each slice as "
+    z: Annotated[Optional[ZMode], typer.Option("--z", help="A Z stack: segment each slice as "
                  "its own image (slices) or a maximum projection of each time point (max); a file with Z is "
                  "refused without it.")] = None,
     series: Annotated[Optional[int], typer.Option("--series", help="Image series of a TIFF that holds several "
@@ -355,7 +360,7 @@ def segment_cli(
             seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
             channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
-            post_workers=post_workers, resume=resume, series=series, frames=frames, z=z,
+            post_workers=post_workers, resume=resume, series=series, frames=frames, z=z.value if z else None,
         )
         if gt is not None and len(inputs) > 1:
             raise CellsegError("--gt scores one stack; segment one input per call when giving ground truth")

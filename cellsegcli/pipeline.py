@@ -490,7 +490,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             from .tracking import LinkOptions
             from .tracking.pipeline import TrackRecorder
 
-            recorder = TrackRecorder(info.n_frames, config.link or LinkOptions(), run.path)
+            recorder = TrackRecorder(info.n_frames, config.link or LinkOptions(), run.path, numbers)
     except BaseException:
         stack.close()
         raise

@@ -136,3 +136,26 @@ def test_one_zarr_path_for_several_inputs_is_refused(env, tmp_path):
     same = _stack(tmp_path / "x" / "a.tif", frames=1)
     clash = _segment(str(a), str(same), "-o", str(tmp_path / "out"))
     assert clash.exit_code == 1 and "would both be written to" in clash.stderr
+
+
+def test_a_tracked_frame_range_numbers_tables_by_the_movie_and_napari_by_the_result(env, tmp_path):
+    rng = np.random.default_rng(3)
+    movie = np.zeros((7, 64, 64), np.uint16)
+    for t in range(7):   # two bright squares drifting right: one cell each, easy to link
+        movie[t, 10:22, 5 + t:17 + t] = 1000
+        movie[t, 40:52, 30 + t:42 + t] = 1000
+    movie += (rng.random(movie.shape) * 50).astype(np.uint16)
+    src = tmp_path / "m.tif"
+    tifffile.imwrite(src, movie, imagej=True, metadata={"axes": "TYX"})
+    result = _segment(str(src), "--frames", "1:6:2", "--track", "-o", str(tmp_path / "r.zarr"),
+                      "--threshold", "0.5")
+    assert result.exit_code == 0, result.output
+    cells = pd.read_csv(tmp_path / "r.cells.csv")
+    assert set(cells["frame"]) <= {1, 3, 5} and (cells["label"] == cells["track_id"]).all()
+    tracks = pd.read_csv(tmp_path / "r.tracks.csv")
+    assert set(tracks["first_frame"]) | set(tracks["last_frame"]) <= {1, 3, 5}
+    napari = pd.read_csv(tmp_path / "r.napari-tracks.csv")
+    assert set(napari["t"]) <= {0, 1, 2}   # the zarr's frames, which napari shows
+    labels = zarr.open_group(tmp_path / "r.zarr", mode="r")["labels/cells/0"][:]
+    for _, row in cells.iterrows():        # every row's id is in its frame of the relabelled zarr
+        assert (labels[(int(row["frame"]) - 1) // 2] == int(row["label"])).any()

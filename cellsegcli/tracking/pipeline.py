@@ -138,8 +138,9 @@ class TrackRecorder:
     """Collects detections while frames are segmented (``record(t, cells)``), then links them and
     rewrites the labels and the per-cell table with track ids (``finish``). Used by ``segment --track``."""
 
-    def __init__(self, n_frames: int, options: LinkOptions, spool_folder: Path) -> None:
+    def __init__(self, n_frames: int, options: LinkOptions, spool_folder: Path, numbers: range | None = None) -> None:
         self.options = options
+        self.numbers = numbers if numbers is not None else range(n_frames)   # the tables' frame numbers
         self.detections: list[Detections | None] = [None] * n_frames
         self.spool = CellSpool(spool_folder)
         self.link_seconds = 0.0
@@ -160,16 +161,19 @@ class TrackRecorder:
         for t, table in enumerate(lookups):
             zarr_out.map_labels(t, table)
         for block in self.spool.blocks():
-            cells_out.append(with_track_ids(block, lookups))
+            cells_out.append(with_track_ids(block, lookups, self.numbers))
         return tracks
 
     def close(self) -> None:
         self.spool.close()
 
 
-def with_track_ids(block, lookups: list[np.ndarray]) -> dict:
-    """Columns of a per-cell ``block`` with ``label`` mapped to track ids and a ``track_id`` column."""
+def with_track_ids(block, lookups: list[np.ndarray], numbers: range | None = None) -> dict:
+    """Columns of a per-cell ``block`` with ``label`` mapped to track ids and a ``track_id`` column;
+    ``numbers`` are the frame numbers the block's ``frame`` column holds (result frame t is ``numbers[t]``)."""
     frames = block["frame"].to_numpy(np.int64)
+    if numbers is not None:
+        frames = (frames - numbers.start) // numbers.step
     labels = block["label"].to_numpy(np.int64)
     ids = np.zeros(len(block), np.int64)
     for t in np.unique(frames):
