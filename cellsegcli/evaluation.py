@@ -35,6 +35,13 @@ class LabelSource:
         return checked_labels(self.read(t), f"{self.path}: {self.names[t]}")
 
 
+def select_frames(source: LabelSource, numbers: range) -> LabelSource:
+    """Frames ``numbers`` of ``source`` as a source of their own (ground truth of a whole movie scored
+    against a ``--frames`` result); closing it closes ``source``."""
+    return LabelSource(source.path, [source.names[n] for n in numbers], lambda i: source.read(numbers[i]),
+                       source.close)
+
+
 def checked_labels(frame: np.ndarray, where: str) -> np.ndarray:
     """``frame`` as a (Y, X) array of non-negative integer labels; whole-number floats (Fiji's 32-bit label
     images) and booleans (a mask: one label) are converted; anything else is a one-line CellsegError."""
@@ -151,8 +158,10 @@ class Evaluation:
                 "pooled": self.pooled, "unannotated_frames": self.unannotated, "per_frame": self.rows}
 
 
-def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = None) -> Evaluation:
-    """Score every frame of ``pred`` against ``gt`` (see :mod:`cellsegcli.metrics` for the definitions)."""
+def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = None,
+             gt_frames: range | None = None) -> Evaluation:
+    """Score every frame of ``pred`` against ``gt`` (see :mod:`cellsegcli.metrics` for the definitions);
+    ``gt_frames``: score against these frames of ``gt`` only (its frames ``gt_frames[i]`` for ``pred``'s i)."""
 
     p_src = open_labels(pred)
     try:
@@ -160,6 +169,8 @@ def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = Non
     except BaseException:
         p_src.close()
         raise
+    if gt_frames is not None:
+        g_src = select_frames(g_src, gt_frames)
     try:
         return _score(p_src, g_src, progress)
     finally:

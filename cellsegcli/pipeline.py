@@ -437,7 +437,9 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     info, numbers = stack.info, stack.numbers
     if config.gt is not None:
         try:
-            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite, info.shape)
+            truth_frames = gt_frames(config.gt, numbers, stack.movie_frames)
+            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite, info.shape,
+                                truth_frames)
         except BaseException:
             stack.close()
             raise
@@ -541,7 +543,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                            scale=scale, tracking=tracking, stage_seconds=stages, frames_resumed=len(done),
                            backoffs=list(predictor.backoffs) if predictor else [])
     if config.gt is not None:
-        result.scores = _score(outputs, config.gt, config.table_format)
+        result.scores = _score(outputs, config.gt, config.table_format, truth_frames)
     return result
 
 
@@ -727,18 +729,35 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     return stages
 
 
-def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
-                        shape: tuple[int, int] | None = None) -> None:
-    """Fail before segmenting when the ground truth cannot be scored against the stack: its frame count,
-    and every frame's shape and values (integers >= 0) are checked."""
-    from .errors import OutputExistsError
+def gt_frames(gt: Path, numbers: range, movie_frames: int) -> range | None:
+    """Which frames of the ground truth ``gt`` score a result of the movie's frames ``numbers``: None (all of
+    them, in order) unless a frame range was segmented and ``gt`` holds the whole movie."""
     from .evaluation import open_labels
 
+    if len(numbers) == movie_frames:
+        return None
     labels = open_labels(gt)
+    try:
+        whole = len(labels) == movie_frames
+    finally:
+        labels.close()
+    return numbers if whole else None
+
+
+def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
+                        shape: tuple[int, int] | None = None, frames: range | None = None) -> None:
+    """Fail before segmenting when the ground truth cannot be scored against the stack: its frame count,
+    and every frame's shape and values (integers >= 0) are checked (only ``frames`` of it, when given)."""
+    from .errors import OutputExistsError
+    from .evaluation import open_labels, select_frames
+
+    labels = open_labels(gt)
+    if frames is not None:
+        labels = select_frames(labels, frames)
     try:
         if len(labels) != n_frames:
             raise CellsegError(f"{gt}: {len(labels)} ground-truth frames for a stack of {n_frames}; give one label "
-                               f"image per frame")
+                               f"image per frame (of the movie, or of the --frames segmented)")
         for t in range(len(labels)):
             frame = labels.frame(t)
             if shape is not None and frame.shape != tuple(shape):
@@ -750,11 +769,11 @@ def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
         raise OutputExistsError(f"{scores} exists; pass --overwrite to replace it")
 
 
-def _score(outputs: Outputs, gt: Path, table_format: str) -> dict[str, Any]:
+def _score(outputs: Outputs, gt: Path, table_format: str, frames: range | None = None) -> dict[str, Any]:
     from .evaluation import evaluate
     from .io.tables import write_table
 
-    evaluation = evaluate(outputs.zarr, gt)
+    evaluation = evaluate(outputs.zarr, gt, gt_frames=frames)
     rows = evaluation.rows
     write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
     return {**evaluation.summary, "pooled": evaluation.pooled, "unannotated_frames": evaluation.unannotated}

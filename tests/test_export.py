@@ -489,3 +489,26 @@ def test_cli_export_refusals_exit_1_with_one_line(export_cli_wired, result, tmp_
     run = export_cli_wired(result, "--tiff", tmp_path / "fiji")
     assert run.exit_code == 1 and "--overwrite" in run.output
     assert os.listdir(tmp_path / "fiji") == []
+
+
+def test_export_of_a_frame_range_names_files_by_the_movies_frames(env, tmp_path):
+    """`segment --frames 2:6:2` then `export`: files named by the movie's frame numbers (as the tables),
+    the hyperstack's frame interval that between the result's frames."""
+    from typer.testing import CliRunner
+
+    from cellsegcli.cli import app
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "m.tif", (rng.random((6, 64, 64)) * 1000).astype(np.uint16), imagej=True,
+                     metadata={"axes": "TYX", "finterval": 30.0})
+    runner = CliRunner()
+    seg = runner.invoke(app, ["segment", str(tmp_path / "m.tif"), "--model", "tiny", "--device", "cpu", "--tile",
+                              "64", "--frames", "2:6:2", "-o", str(tmp_path / "r.zarr")])
+    assert seg.exit_code == 0, seg.output
+    out = runner.invoke(app, ["export", str(tmp_path / "r.zarr"), "--tiff", str(tmp_path / "x"), "--rois",
+                              str(tmp_path / "x"), "--outlines", str(tmp_path / "x")])
+    assert out.exit_code == 0, out.output
+    names = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert names == ["r_labels.tif", "r_t0002.png", "r_t0002.zip", "r_t0004.png", "r_t0004.zip"]
+    with tifffile.TiffFile(tmp_path / "x" / "r_labels.tif") as tif:
+        assert tif.imagej_metadata["frames"] == 2 and tif.imagej_metadata["finterval"] == 60.0

@@ -159,3 +159,25 @@ def test_a_tracked_frame_range_numbers_tables_by_the_movie_and_napari_by_the_res
     labels = zarr.open_group(tmp_path / "r.zarr", mode="r")["labels/cells/0"][:]
     for _, row in cells.iterrows():        # every row's id is in its frame of the relabelled zarr
         assert (labels[(int(row["frame"]) - 1) // 2] == int(row["label"])).any()
+
+
+def test_ground_truth_of_the_whole_movie_scores_a_frame_range(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=6)
+    rng = np.random.default_rng(5)
+    truth = np.zeros((6, 64, 96), np.uint16)
+    for t in range(6):
+        truth[t, 10:30, 10 + 5 * t:40 + 5 * t] = 1
+        truth[t, 40:60, 50:80] = 2 + (rng.random() > 0.5)
+    tifffile.imwrite(tmp_path / "gt.tif", truth, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "gt_cut.tif", truth[2:5], imagej=True, metadata={"axes": "TYX"})
+    whole = _segment(str(src), "--frames", "2:5", "--gt", str(tmp_path / "gt.tif"), "-o", str(tmp_path / "a.zarr"),
+                     "--json")
+    assert whole.exit_code == 0, whole.output
+    cut = _segment(str(src), "--frames", "2:5", "--gt", str(tmp_path / "gt_cut.tif"), "-o",
+                   str(tmp_path / "b.zarr"), "--json")
+    assert cut.exit_code == 0, cut.output
+    a, b = json.loads(whole.stdout)["scores"], json.loads(cut.stdout)["scores"]
+    assert a["pooled"] == b["pooled"] and len(pd.read_csv(tmp_path / "a.scores.csv")) == 3
+    wrong = _segment(str(src), "--frames", "2:5", "--gt", str(tmp_path / "gt_cut.tif"), "-o",
+                     str(tmp_path / "c.zarr"), "--frames", "0:2")
+    assert wrong.exit_code == 1 and "3 ground-truth frames for a stack of 2" in wrong.stderr

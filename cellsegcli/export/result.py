@@ -19,6 +19,7 @@ class Result:
     """A complete cellseg result ``NAME.zarr``, opened for reading.
 
     ``lineage`` is the ``(M, 4)`` table of a tracked result (its label ids are track ids), else None;
+    ``frame_interval_min`` the time between the result's frames (the movie's interval x ``--frames``' STEP);
     ``image`` the stored input frames, None for a result segmented with ``--no-image``.
     """
 
@@ -31,6 +32,7 @@ class Result:
     lineage: np.ndarray | None
     labels: Any           # evaluation.LabelSource
     image: Any = None     # zarr.Array (T, Y, X) or None
+    numbers: range | None = None   # the movie's frame numbers of the result's frames (``segment --frames``)
 
     @property
     def tracked(self) -> bool:
@@ -45,8 +47,10 @@ class Result:
         return None if self.image is None else np.asarray(self.image[t])
 
     def frame_file(self, t: int, suffix: str) -> str:
-        """``NAME_tNNNN.suffix``: frame numbers from 0, four digits (more past 10,000 frames)."""
-        return f"{self.name}_t{t:0{max(4, len(str(self.n_frames - 1)))}d}{suffix}"
+        """``NAME_tNNNN.suffix`` for the result's frame ``t``: the movie's frame number (as in the tables;
+        ``segment --frames 100:200`` gives t0100-t0199), four digits (more past 10,000 frames)."""
+        numbers = self.numbers or range(self.n_frames)
+        return f"{self.name}_t{numbers[t]:0{max(4, len(str(numbers[-1])))}d}{suffix}"
 
     def close(self) -> None:
         self.labels.close()
@@ -92,10 +96,17 @@ def open_result(path: Path, *, need_tracks: bool = False) -> Result:
     if not isinstance(image, zarr.Array) or image.shape != labels.shape:
         image = None
     n_frames, height, width = (int(s) for s in labels.shape)
+    frames = attrs.get("frames")
+    numbers = None
+    if isinstance(frames, dict) and all(isinstance(frames.get(k), int) for k in ("start", "stop", "step")):
+        numbers = range(frames["start"], frames["stop"], frames["step"])
+        if len(numbers) != n_frames:
+            numbers = None   # provenance that does not fit the array: count the result's frames
+    interval = _positive(attrs.get("frame_interval_min"))
     return Result(path=path, name=result_name(path), n_frames=n_frames, shape=(height, width),
                   pixel_size_um=_positive(attrs.get("pixel_size_um")) or _ngff_pixel_size(root),
-                  frame_interval_min=_positive(attrs.get("frame_interval_min")), lineage=lineage,
-                  labels=open_labels(path), image=image)
+                  frame_interval_min=interval * numbers.step if interval and numbers else interval,
+                  lineage=lineage, labels=open_labels(path), image=image, numbers=numbers)
 
 
 def _positive(value: object) -> float | None:
