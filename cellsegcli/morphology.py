@@ -172,6 +172,17 @@ def _shape_columns(dense: np.ndarray, n: int) -> dict[str, np.ndarray]:
     return out
 
 
+def with_time(table: dict, frame: int, time_s: float | None) -> dict:
+    """``table`` (a per-cell table of columns, or a per-frame row) with ``frame`` and ``time_s`` (seconds
+    from the movie's first frame; NaN when the interval is unknown) as its first two keys."""
+    seconds = float("nan") if time_s is None else float(time_s)
+    rest = {k: v for k, v in table.items() if k not in ("frame", "time_s")}
+    if isinstance(table.get("frame"), np.ndarray):
+        n = len(table["frame"])
+        return {"frame": np.full(n, frame, dtype=table["frame"].dtype), "time_s": np.full(n, seconds), **rest}
+    return {"frame": frame, "time_s": seconds, **rest}
+
+
 def frame_table_row(labels: np.ndarray, *, frame: int = 0, pixel_size_um: float | None = None) -> dict[str, float]:
     """Summary of one frame: cell count, confluence and cell areas.
 

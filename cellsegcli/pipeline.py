@@ -207,7 +207,7 @@ def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSett
     ``sink`` (an ``OmeZarrWriter`` or a ``FrameStore``); returns its per-cell table (dict of columns),
     per-frame row and cell count. ``timings``, when given, receives the seconds of its ``label``,
     ``write`` and ``tables`` stages."""
-    from .morphology import cell_table, frame_table_row
+    from .morphology import cell_table, frame_table_row, with_time
 
     clock = [time.perf_counter()]
 
@@ -223,12 +223,9 @@ def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSett
                      probabilities=prob[0] if settings.save_probabilities else None)
     lap("write")
     px, number = settings.pixel_size_um, settings.frame_number(t)
-    seconds = number * settings.frame_interval_s if settings.frame_interval_s else float("nan")
-    cells = cell_table(labels, raw, frame=number, pixel_size_um=px)
-    cells = {"frame": cells["frame"], "time_s": np.full(len(cells["frame"]), seconds),
-             **{k: v for k, v in cells.items() if k != "frame"}}
-    row = frame_table_row(labels, frame=number, pixel_size_um=px)
-    row = {"frame": row["frame"], "time_s": seconds, **{k: v for k, v in row.items() if k != "frame"}}
+    seconds = number * settings.frame_interval_s if settings.frame_interval_s else None
+    cells = with_time(cell_table(labels, raw, frame=number, pixel_size_um=px), number, seconds)
+    row = with_time(frame_table_row(labels, frame=number, pixel_size_um=px), number, seconds)
     out = (cells, row, int(labels.max()))
     lap("tables")
     return out

@@ -181,3 +181,14 @@ def test_ground_truth_of_the_whole_movie_scores_a_frame_range(env, tmp_path):
     wrong = _segment(str(src), "--frames", "2:5", "--gt", str(tmp_path / "gt_cut.tif"), "-o",
                      str(tmp_path / "c.zarr"), "--frames", "0:2")
     assert wrong.exit_code == 1 and "3 ground-truth frames for a stack of 2" in wrong.stderr
+
+
+def test_relinking_a_frame_range_keeps_the_movies_numbers(env, tmp_path):
+    src = _stack(tmp_path / "m.tif", frames=6, finterval=30.0)
+    assert _segment(str(src), "--frames", "1:6:2", "-o", str(tmp_path / "r.zarr")).exit_code == 0
+    relinked = runner.invoke(app, ["track", str(tmp_path / "r.zarr"), "-o", str(tmp_path / "t.zarr")])
+    assert relinked.exit_code == 0, relinked.output
+    rows = pd.read_csv(tmp_path / "t.frames.csv")
+    assert rows["frame"].tolist() == [1, 3, 5] and rows["time_s"].tolist() == [30.0, 90.0, 150.0]
+    axis, scale, translation = _t_axis(tmp_path / "t.zarr")
+    assert axis["unit"] == "second" and scale[0] == 60.0 and translation[0] == 30.0

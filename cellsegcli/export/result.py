@@ -69,6 +69,7 @@ def open_result(path: Path, *, need_tracks: bool = False) -> Result:
     import zarr
 
     from ..evaluation import open_labels
+    from ..io.frames import provenance_numbers
     from ..io.omezarr import LABELS_PATH, read_lineage
 
     path = Path(path)
@@ -96,16 +97,11 @@ def open_result(path: Path, *, need_tracks: bool = False) -> Result:
     if not isinstance(image, zarr.Array) or image.shape != labels.shape:
         image = None
     n_frames, height, width = (int(s) for s in labels.shape)
-    frames = attrs.get("frames")
-    numbers = None
-    if isinstance(frames, dict) and all(isinstance(frames.get(k), int) for k in ("start", "stop", "step")):
-        numbers = range(frames["start"], frames["stop"], frames["step"])
-        if len(numbers) != n_frames:
-            numbers = None   # provenance that does not fit the array: count the result's frames
+    numbers = provenance_numbers(attrs, n_frames)
     interval = _positive(attrs.get("frame_interval_min"))
     return Result(path=path, name=result_name(path), n_frames=n_frames, shape=(height, width),
                   pixel_size_um=_positive(attrs.get("pixel_size_um")) or _ngff_pixel_size(root),
-                  frame_interval_min=interval * numbers.step if interval and numbers else interval,
+                  frame_interval_min=interval * numbers.step if interval else interval,
                   lineage=lineage, labels=open_labels(path), image=image, numbers=numbers)
 
 

@@ -50,6 +50,18 @@ def parse_frames(spec: str, n_frames: int, *, where: str = "") -> range:
     return range(start, stop, step)
 
 
+def provenance_numbers(attributes: dict, n_frames: int) -> range:
+    """The movie's frame numbers of a result's ``n_frames`` frames, from its provenance
+    (``attrs["cellseg"]["frames"]``, written by ``segment --frames``); 0..n-1 when it has none (or none
+    that fits)."""
+    frames = attributes.get("frames") if isinstance(attributes, dict) else None
+    if isinstance(frames, dict) and all(isinstance(frames.get(k), int) for k in ("start", "stop", "step")):
+        numbers = range(frames["start"], frames["stop"], frames["step"])
+        if len(numbers) == n_frames:
+            return numbers
+    return range(n_frames)
+
+
 class FrameView:
     """``numbers`` (a range of frame numbers) of ``stack``, read as a stack: ``view.frame(i)`` is the
     stack's frame ``numbers[i]``; ``info.n_frames`` is ``len(numbers)``. Closing it closes the stack."""

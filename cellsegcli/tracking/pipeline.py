@@ -329,9 +329,10 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
     """Link the labels of ``source`` (a cellseg .zarr, a (T, Y, X) label TIFF or a folder of label images)
     into tracks; write an OME-Zarr of track ids with its tables (``out``, the default ``NAME.tracked.zarr``
     next to the source when ``ctc`` is not given) and/or a CTC result folder (``ctc``)."""
-    from ..io.omezarr import OmeZarrWriter
+    from ..io.frames import provenance_numbers
+    from ..io.omezarr import OmeZarrWriter, TimeAxis
     from ..io.tables import TableWriter, table_path
-    from ..morphology import cell_table, frame_table_row
+    from ..morphology import cell_table, frame_table_row, with_time
 
     started = time.monotonic()
     source = Path(source)
@@ -352,6 +353,8 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
     px = pixel_size_um if pixel_size_um is not None else movie.pixel_size_um
     interval = frame_interval_min if frame_interval_min is not None else movie.frame_interval_min
     n = movie.n_frames
+    numbers = provenance_numbers(movie.attributes, n)   # a `segment --frames` result: the movie's numbers
+    interval_s = interval * 60 if interval else None
     total = 2 * n + (n if ctc is not None else 0)
     try:
         detections = []
@@ -374,24 +377,29 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
                           "tracked_from": str(source), "pixel_size_um": px, "frame_interval_min": interval,
                           "tracking": tracking_attributes(tracks, options, link_seconds)}
             with OmeZarrWriter(out, n_frames=n, shape=movie.shape, image_dtype=movie.image_dtype,
-                               pixel_size_um=px, attributes=attributes, overwrite=overwrite) as zarr_out, \
+                               pixel_size_um=px, attributes=attributes, overwrite=overwrite,
+                               time=TimeAxis.of(numbers, interval_s)) as zarr_out, \
                     TableWriter(cells_path, format=table_format, overwrite=overwrite) as cells_out, \
                     TableWriter(frames_path, format=table_format, overwrite=overwrite) as frames_out:
                 for t in range(n):
                     labels = relabelled(t)
                     image = movie.image(t) if movie.image is not None else None
                     zarr_out.write_frame(t, labels, image=image)
-                    cells = cell_table(labels, image, frame=t, pixel_size_um=px)
+                    number = numbers[t]
+                    seconds = number * interval_s if interval_s else None
+                    cells = with_time(cell_table(labels, image, frame=number, pixel_size_um=px), number, seconds)
                     cells["track_id"] = cells["label"].copy()
                     cells_out.append(cells)
-                    frames_out.append({k: [v] for k, v in frame_table_row(labels, frame=t, pixel_size_um=px).items()})
+                    row = with_time(frame_table_row(labels, frame=number, pixel_size_um=px), number, seconds)
+                    frames_out.append({k: [v] for k, v in row.items()})
                     if progress is not None:
                         progress(n + t + 1, total)
                 zarr_out.write_tracks(tracks.lineage)
                 cells_out.commit()
                 frames_out.commit()
-                write_track_tables(track_out, detections, tracks, pixel_size_um=px, frame_interval_min=interval,
-                                   table_format=table_format, overwrite=overwrite)
+                write_track_tables(track_out, detections, tracks, pixel_size_um=px,
+                                   frame_interval_min=interval * numbers.step if interval else interval,
+                                   table_format=table_format, overwrite=overwrite, numbers=numbers)
                 zarr_out.commit({"seconds": round(time.monotonic() - started, 3)})
         if ctc is not None:
             from .ctc import write_ctc
