@@ -438,7 +438,14 @@ def test_real_instance_labels_round_trip_through_tiff_and_rois(shared_data, tmp_
     labels = np.stack([np.asarray(Image.open(folder / "masks" / f"{n}.png")) for n in names]).astype(np.uint32)
     image = np.stack([tifffile.imread(folder / "images" / f"{n}.tif") for n in names])
     src = write_result(tmp_path / "phase.zarr", labels, image=image, pixel_size_um=0.87, frame_interval_min=10.0)
-    summary = export_result(src, tiff=tmp_path / "fiji", rois=tmp_path / "fiji")
+    from typer.testing import CliRunner
+
+    from cellsegcli.cli import app
+
+    run = CliRunner().invoke(app, ["export", str(src), "--tiff", str(tmp_path / "fiji"), "--rois",
+                                   str(tmp_path / "fiji"), "--json"])
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.stdout)
     assert summary["cells"] == sum(len(cell_ids(f)) for f in labels)
     with tifffile.TiffFile(tmp_path / "fiji" / "phase_labels.tif") as tif:
         assert tif.is_imagej and tif.imagej_metadata["frames"] == 3

@@ -177,6 +177,26 @@ def test_image_layer_name_is_the_input_stem_and_never_another_layers():
     assert image_name({"input": "/data/cells.tif"}) == "cells (image)"
 
 
+@pytest.mark.data
+def test_a_real_movie_segmented_and_tracked_by_the_cli_opens_as_cells_in_micrometres(shared_data, env, tmp_path):
+    from typer.testing import CliRunner
+
+    from cellsegcli.cli import app
+
+    movie = shared_data / "t98g-timelapse" / "stack.tif"
+    out = tmp_path / "t98g.zarr"
+    run = CliRunner().invoke(app, ["segment", str(movie), "--model", "tiny", "--device", "cpu", "--frames", "0:2",
+                                   "--track", "--pixel-size", "0.87", "--frame-interval", "10min", "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    layers = _by_name(read_result(str(out)))
+    assert list(layers) == ["stack", "cells", "tracks"]
+    data, kwargs, kind = layers["cells"]
+    assert kind == "labels" and kwargs["visible"] is True and data.shape == (2, 1022, 1024)
+    np.testing.assert_allclose(kwargs["scale"], [600.0, 0.87, 0.87])
+    assert list(kwargs["units"]) == ["second", "micrometer", "micrometer"]
+    np.testing.assert_array_equal(np.asarray(data[1]), zarr.open_group(out, mode="r")["labels/cells/0"][1])
+
+
 def test_manifest_points_at_importable_commands():
     text = MANIFEST.read_text()
     names = dict(re.findall(r"- id: (\S+)\n\s+title: .*\n\s+python_name: (\S+)", text))
