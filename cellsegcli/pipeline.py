@@ -88,6 +88,14 @@ class Outputs:
 
         return cls(zarr_path, *(table_path(zarr_path, kind, table_format) for kind in ("cells", "frames", "scores")))
 
+    def refuse_existing(self, overwrite: bool) -> None:
+        """An OutputExistsError for the first of the zarr and the tables already there, unless ``overwrite``."""
+        from .errors import OutputExistsError
+
+        for path in (self.zarr, self.cells, self.frames):
+            if (path.exists() or path.is_symlink()) and not overwrite:
+                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
 
 @dataclass
 class SegmentResult:
@@ -169,12 +177,11 @@ class FrameSettings:
     save_image: bool
     save_probabilities: bool
     holes: bool = False
-    frame_start: int = 0                # frame t of the result is the movie's frame start + t * step
-    frame_step: int = 1
+    numbers: range | None = None        # the movie's frame number of each result frame (None: 0, 1, ...)
     frame_interval_s: float | None = None   # seconds between the movie's frames (time_s column)
 
     def frame_number(self, t: int) -> int:
-        return self.frame_start + t * self.frame_step
+        return self.numbers[t] if self.numbers is not None else t
 
 
 def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | None = None,
@@ -188,8 +195,7 @@ def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | N
         seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
         min_size=round(mc.min_size / scale**2) if config.min_size is None else config.min_size,
         pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities,
-        holes=mc.holes, frame_start=numbers.start if numbers else 0, frame_step=numbers.step if numbers else 1,
-        frame_interval_s=interval_s)
+        holes=mc.holes, numbers=numbers, frame_interval_s=interval_s)
 
 
 def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
@@ -330,7 +336,6 @@ def check_inputs(sources: list[Path], config: SegmentConfig, out: Path | None = 
     """Everything about a ``segment`` call that can be checked before the first frame is segmented: the
     options, every input (opened: format, axes, channel, Z, frame range), where each result goes (one
     ``.zarr`` path names one input's result; two inputs may not share one) and outputs already there."""
-    from .errors import OutputExistsError
 
     check_options(config)
     sources = [Path(s) for s in sources]
@@ -347,10 +352,7 @@ def check_inputs(sources: list[Path], config: SegmentConfig, out: Path | None = 
             raise CellsegError(f"{seen[outputs.zarr]} and {source} would both be written to {outputs.zarr}; "
                                f"rename one, or segment them in separate calls with different -o")
         seen[outputs.zarr] = source
-        if not config.overwrite:
-            for path in (outputs.zarr, outputs.cells, outputs.frames):
-                if path.exists() or path.is_symlink():
-                    raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        outputs.refuse_existing(config.overwrite)
 
 
 def input_scale(model_config, diameter: float | None) -> float:
@@ -404,7 +406,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     changed the run (an out-of-memory back-off).
     """
     from .device import resolve_device
-    from .errors import OutputExistsError
     from .io.omezarr import OmeZarrWriter, TimeAxis
     from .io.rundir import RunFolder
     from .models import load_models
@@ -434,9 +435,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     info, numbers = stack.info, stack.numbers
     if config.gt is not None:
         try:
-            truth_frames = gt_frames(config.gt, numbers, stack.movie_frames)
-            _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite, info.shape,
-                                truth_frames)
+            truth_frames = _check_ground_truth(config.gt, info.n_frames, outputs.scores, config.overwrite,
+                                               info.shape, numbers, stack.movie_frames)
         except BaseException:
             stack.close()
             raise
@@ -455,7 +455,8 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
             stack.close()
             raise
     scale = input_scale(mc, config.diameter)
-    settings = frame_settings(mc, config, px, numbers, interval * 60 if interval else None)
+    interval_s = interval * 60 if interval else None
+    settings = frame_settings(mc, config, px, numbers, interval_s)
     attributes = {
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
@@ -479,9 +480,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     counts: list[int] = []
     recorder = None
     try:
-        for path in (outputs.zarr, outputs.cells, outputs.frames):
-            if (path.exists() or path.is_symlink()) and not config.overwrite:
-                raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        outputs.refuse_existing(config.overwrite)
         run = RunFolder(outputs.zarr, _fingerprint(source, info, attributes, config), info.n_frames)
         with _os_errors(outputs.zarr):
             done = set(run.acquire(resume=config.resume, notify=notify))
@@ -499,8 +498,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                                   image_dtype=info.dtype if config.save_image else None, pixel_size_um=px,
                                   save_probabilities=config.save_probabilities, attributes=attributes,
                                   overwrite=config.overwrite, temp_path=run.store_path,
-                                  resume=bool(done), time=TimeAxis.of(numbers, interval * 60 if interval else None)
-                                  ) as zarr_out:
+                                  resume=bool(done), time=TimeAxis.of(numbers, interval_s)) as zarr_out:
             for t in sorted(done):
                 zarr_out.mark_written(t)
             finished = [len(done)]
@@ -633,11 +631,9 @@ def _finish_run(run, zarr_out, outputs: Outputs, track_outputs, recorder, counts
             tracks = recorder.finish(zarr_out, cells_out)
             zarr_out.write_tracks(tracks.lineage)
             staged_tracks = TrackOutputs.for_zarr(staged.zarr, config.table_format)
-            numbers = range(settings.frame_start, settings.frame_start + info.n_frames * settings.frame_step,
-                            settings.frame_step)
             write_track_tables(staged_tracks, recorder.detections, tracks, pixel_size_um=px,
-                               frame_interval_min=interval * settings.frame_step if interval else interval,
-                               table_format=config.table_format, overwrite=True, numbers=numbers)
+                               frame_interval_min=interval, table_format=config.table_format, overwrite=True,
+                               numbers=settings.numbers)
             tracking_attrs = tracking_attributes(tracks, recorder.options, recorder.link_seconds)
             tracking = {**tracking_attrs, "tracks_table": str(track_outputs.tracks),
                         "napari_tracks": str(track_outputs.napari), "lineage": str(track_outputs.lineage)}
@@ -726,31 +722,21 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     return stages
 
 
-def gt_frames(gt: Path, numbers: range, movie_frames: int) -> range | None:
-    """Which frames of the ground truth ``gt`` score a result of the movie's frames ``numbers``: None (all of
-    them, in order) unless a frame range was segmented and ``gt`` holds the whole movie."""
-    from .evaluation import open_labels
-
-    if len(numbers) == movie_frames:
-        return None
-    labels = open_labels(gt)
-    try:
-        whole = len(labels) == movie_frames
-    finally:
-        labels.close()
-    return numbers if whole else None
-
-
 def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
-                        shape: tuple[int, int] | None = None, frames: range | None = None) -> None:
+                        shape: tuple[int, int] | None = None, numbers: range | None = None,
+                        movie_frames: int | None = None) -> range | None:
     """Fail before segmenting when the ground truth cannot be scored against the stack: its frame count,
-    and every frame's shape and values (integers >= 0) are checked (only ``frames`` of it, when given)."""
+    and every frame's shape and values (integers >= 0) are checked. Returns which of its frames score the
+    result: ``numbers`` when a frame range of a ``movie_frames``-frame movie was segmented and ``gt`` holds
+    the whole movie, else None (all of them, in order)."""
     from .errors import OutputExistsError
     from .evaluation import open_labels, select_frames
 
     labels = open_labels(gt)
-    if frames is not None:
-        labels = select_frames(labels, frames)
+    frames = None
+    if numbers is not None and len(numbers) != movie_frames and len(labels) == movie_frames:
+        frames = numbers
+        labels = select_frames(labels, numbers)
     try:
         if len(labels) != n_frames:
             raise CellsegError(f"{gt}: {len(labels)} ground-truth frames for a stack of {n_frames}; give one label "
@@ -764,6 +750,7 @@ def _check_ground_truth(gt: Path, n_frames: int, scores: Path, overwrite: bool,
         labels.close()
     if scores.exists() and not overwrite:
         raise OutputExistsError(f"{scores} exists; pass --overwrite to replace it")
+    return frames
 
 
 def _score(outputs: Outputs, gt: Path, table_format: str, frames: range | None = None) -> dict[str, Any]:

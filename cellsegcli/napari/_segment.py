@@ -124,35 +124,12 @@ def iter_segment(image: np.ndarray, options: SegmentOptions = SegmentOptions()) 
         For an unknown model, device or TTA, an image of another shape, or a frame that cannot be
         normalised (NaN values, a constant frame); raised before the first frame is labelled where it can be.
     """
-    from ..device import resolve_device
-    from ..models import load_models
-    from ..normalize import BadFrameError, normalize
-    from ..pipeline import SegmentConfig, check_options, frame_settings, label_frame, make_predictor
-
     frames = as_frames(image)
     if options.tta not in TTA_MODES:
         raise CellsegError(f"tta {options.tta!r}: choose one of {', '.join(TTA_MODES)}")
-    config = SegmentConfig(model=options.model, tta=options.tta, tile=options.tile, diameter=options.diameter,
-                           device=options.device, threshold=options.threshold,
-                           seed_threshold=options.seed_threshold, min_size=options.min_size)
-    check_options(config)
-    device = resolve_device(options.device)
-    model = load_models(options.model)
-    predictor, _ = make_predictor(model, device, config)
-    if predictor is None:   # pragma: no cover - load_models only loads networks
-        raise CellsegError(f"model {options.model!r} has no network")
-    settings = frame_settings(model.config, config)
-    percentiles = model.config.percentiles
-
-    def normalised() -> Iterator[np.ndarray]:
-        for t in range(len(frames)):
-            try:
-                yield normalize(np.asarray(frames[t]), percentiles)
-            except BadFrameError as exc:
-                raise CellsegError(f"frame {t}: {exc}") from None
-
-    for prob in predictor.predict_stream(normalised()):
-        yield label_frame(prob, settings)
+    run = _frame_labeller(options)   # the model loads before the first frame is read
+    for t in range(len(frames)):
+        yield run(t, np.asarray(frames[t]))
 
 
 def segment_array(image: np.ndarray, options: SegmentOptions = SegmentOptions(), *,

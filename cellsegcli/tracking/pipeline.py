@@ -66,13 +66,15 @@ def tracking_attributes(tracks: Tracks, options: LinkOptions, seconds: float) ->
 def write_track_tables(outputs: TrackOutputs, detections: list[Detections], tracks: Tracks, *,
                        pixel_size_um: float | None, frame_interval_min: float | None, table_format: str,
                        overwrite: bool, numbers: range | None = None) -> None:
-    """The per-track table, the napari tracks table and the lineage JSON. ``numbers`` are the movie's frame
-    numbers of the result's frames (``--frames``): the track table's first/last frames are given in them
-    (and ``frame_interval_min`` is then the time between the result's frames); the napari table and the
+    """The per-track table, the napari tracks table and the lineage JSON. ``frame_interval_min`` is the
+    movie's; ``numbers`` are the movie's frame numbers of the result's frames (``--frames``): the track
+    table's first/last frames are given in them and its speeds per result frame; the napari table and the
     lineage count the result's frames, as its zarr does."""
     from ..io.tables import write_table
 
-    table = track_table(detections, tracks, pixel_size_um=pixel_size_um, frame_interval_min=frame_interval_min)
+    step = numbers.step if numbers is not None else 1
+    per_frame = frame_interval_min * step if frame_interval_min else frame_interval_min   # between result frames
+    table = track_table(detections, tracks, pixel_size_um=pixel_size_um, frame_interval_min=per_frame)
     if numbers is not None:
         for key in ("first_frame", "last_frame"):
             table[key] = numbers.start + table[key] * numbers.step
@@ -82,7 +84,7 @@ def write_track_tables(outputs: TrackOutputs, detections: list[Detections], trac
     _write_json(outputs.lineage, {
         "columns": ["track_id", "first_frame", "last_frame", "parent_id"],
         "lineage": tracks.lineage.tolist(), "graph": {str(k): v for k, v in graph.items()},
-        "pixel_size_um": pixel_size_um, "frame_interval_min": frame_interval_min}, overwrite)
+        "pixel_size_um": pixel_size_um, "frame_interval_min": per_frame}, overwrite)
 
 
 def _write_json(path: Path, data: dict, overwrite: bool) -> None:
@@ -397,8 +399,7 @@ def track(source: Path, *, out: Path | None = None, ctc: Path | None = None, opt
                 zarr_out.write_tracks(tracks.lineage)
                 cells_out.commit()
                 frames_out.commit()
-                write_track_tables(track_out, detections, tracks, pixel_size_um=px,
-                                   frame_interval_min=interval * numbers.step if interval else interval,
+                write_track_tables(track_out, detections, tracks, pixel_size_um=px, frame_interval_min=interval,
                                    table_format=table_format, overwrite=overwrite, numbers=numbers)
                 zarr_out.commit({"seconds": round(time.monotonic() - started, 3)})
         if ctc is not None:
