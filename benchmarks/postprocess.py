@@ -5,6 +5,10 @@ this work; read with ``git show``) and against the in-tree references (``label_i
 the labels and the largest table difference.
 
     python benchmarks/postprocess.py [--data ../shared/data] [--model phase] [--repeat 3] [--baseline 3b4e3b2]
+        [--torch-device cpu|cuda|none]
+
+The torch labeller (``cellsegcli.device_labels``, ``--label-on device``) gets a row too, timed on
+``--torch-device`` with the probabilities already there (as in ``cellseg segment``) and the labels copied back.
 
 The probabilities are real: the shipped model's on a mosaic of T98G frame 0 (mirrored tiles, as
 benchmarks/segment.py builds them), computed once (CPU, no TTA) and cached in runs/post/mosaic.npz.
@@ -69,6 +73,24 @@ def baseline_modules(commit: str, folder: Path):
     return modules
 
 
+def torch_labeller(device: str, prob: np.ndarray):
+    """``label_instances``'s signature over the torch labeller, the probabilities put on ``device`` once
+    (they are there already in ``cellseg segment``); the labels come back to the host (synchronising)."""
+    import torch
+
+    from cellsegcli.device_labels import label_instances_torch
+
+    dev = torch.device(device)
+    on_device = torch.from_numpy(prob).to(dev)
+
+    def label(fg, interior, *, threshold=0.5, seed_threshold=0.5, min_size=0, holes=False):
+        return label_instances_torch(on_device[0], on_device[1], threshold=threshold, seed_threshold=seed_threshold,
+                                     min_size=min_size, holes=holes).cpu().numpy().view(np.uint32)
+
+    label(None, None)   # first call: kernels and allocations
+    return label
+
+
 def best_of(repeat: int, fn):
     times, result = [], None
     for _ in range(repeat):
@@ -84,6 +106,7 @@ def main() -> None:
     parser.add_argument("--model", default="phase")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", default="3b4e3b2", help="commit whose code is timed as the baseline")
+    parser.add_argument("--torch-device", default="cpu", help="device of the torch labeller's row (none: no row)")
     args = parser.parse_args()
     import threadpoolctl
 
@@ -101,6 +124,9 @@ def main() -> None:
     old = baseline_modules(args.baseline, ROOT / "runs" / "post" / "baseline")
     if old is not None:
         rows[f"commit {args.baseline}"] = (old[0].label_instances, old[1].cell_table, old[1].frame_table_row)
+    if args.torch_device != "none":
+        rows[f"torch labeller on {args.torch_device}"] = (torch_labeller(args.torch_device, prob), cell_table,
+                                                          frame_table_row)
     label_instances(prob[0][:64, :64], prob[1][:64, :64], **kw)   # compile / load the numba kernels first
     cell_table(np.ones((4, 4), np.uint32), image[:4, :4])
     times, results = {}, {}

@@ -13,7 +13,10 @@ Runs each case in a fresh subprocess (so peak RSS is that run's own) and prints 
   overhead = end-to-end / forward is visible.
 
     python benchmarks/segment.py [--data ../shared/data] [--model phase] [--device auto] [--quick]
-        [--cases t98g,d4,memory,mosaic] [--mosaic-frames N] [--post-workers 1,2,4]
+        [--cases t98g,d4,memory,mosaic] [--mosaic-frames N] [--post-workers 1,2,4] [--label-on cpu,device]
+        [--mosaic-tta none,d4]
+
+Rows are printed as the cases finish (a run cut short by a time limit keeps the rows it has).
 """
 
 from __future__ import annotations
@@ -128,6 +131,10 @@ def main() -> None:
                         help="comma-separated subset of t98g (37 frames, no TTA), d4, memory (37 vs 370), mosaic")
     parser.add_argument("--post-workers", default="1",
                         help="comma-separated --post-workers values for the mosaic case (e.g. 1,2,4)")
+    parser.add_argument("--label-on", default="cpu",
+                        help="comma-separated --label-on values for the mosaic case (cpu, device)")
+    parser.add_argument("--mosaic-tta", default=None,
+                        help="comma-separated TTA modes of the mosaic case (default: none,d4 on a GPU, none on CPU)")
     parser.add_argument("--rss-crop", type=int, default=512,
                         help="frame crop for the 37- vs 370-frame memory runs on CPU (0: whole frames)")
     args = parser.parse_args()
@@ -138,7 +145,11 @@ def main() -> None:
 
     gpu = torch.cuda.is_available() and args.device in ("auto", "cuda") or args.device.startswith("cuda")
     base = {"model": args.model, "device": args.device, "overwrite": True}
-    rows = []
+    header = ["case", "device", "tta", "post workers", "label on", "frames", "frames/s", "peak RSS MB",
+              "end-to-end s", "read s", "forward in run s", "label s", "tables s", "write s", "bare forward s",
+              "overhead x"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header), flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         wanted = set(args.cases.split(","))
@@ -158,12 +169,15 @@ def main() -> None:
         n_mosaic = args.mosaic_frames if args.mosaic_frames is not None else (37 if gpu else 0)
         if n_mosaic and "mosaic" in wanted:
             mosaic = _write_mosaic(stack, tmp / "mosaic.tif", n_mosaic)
-            for workers in (int(w) for w in args.post_workers.split(",")):
-                cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "none", workers))
-                if gpu:
-                    cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, "d4", workers))
-        for name, path, tta, workers in cases:
-            s = _segment(path, tmp, tta=tta, **base, **({"post_workers": workers} if workers else {}))
+            ttas = (args.mosaic_tta or ("none,d4" if gpu else "none")).split(",")
+            for label_on in args.label_on.split(","):
+                for workers in (int(w) for w in args.post_workers.split(",")):
+                    for tta in ttas:
+                        cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, tta, workers, label_on))
+        for name, path, tta, workers, *where in cases:
+            label_on = where[0] if where else "cpu"
+            s = _segment(path, tmp, tta=tta, label_on=label_on, **base,
+                         **({"post_workers": workers} if workers else {}))
             n_tta = {"none": 1, "flip": 4, "d4": 8}[tta]
             from cellsegcli.tiling import make_grid
 
@@ -174,17 +188,11 @@ def main() -> None:
             fwd = _python(FORWARD, args.model, str(grid.tile), str(sample), str(batch), args.device)
             bare = fwd["seconds"] * tiles / fwd["tiles"]
             stages = s.get("stage_seconds") or {}
-            rows.append([name, s["device"], tta, workers or "default", s["frames"], s["frames"] / s["seconds"],
-                         s["peak_rss_mb"], s["seconds"], stages.get("read", float("nan")), s["forward_seconds"],
-                         *(stages.get(k, float("nan")) for k in ("label", "tables", "write")), bare,
-                         s["seconds"] / bare])
+            row = [name, s["device"], tta, workers or "default", s["label_on"], s["frames"], s["frames"] / s["seconds"],
+                   s["peak_rss_mb"], s["seconds"], stages.get("read", float("nan")), s["forward_seconds"],
+                   *(stages.get(k, float("nan")) for k in ("label", "tables", "write")), bare, s["seconds"] / bare]
+            print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |", flush=True)
             print(f"done: {name} {tta}", file=sys.stderr, flush=True)
-    header = ["case", "device", "tta", "post workers", "frames", "frames/s", "peak RSS MB", "end-to-end s",
-              "read s", "forward in run s", "label s", "tables s", "write s", "bare forward s", "overhead x"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |")
 
 
 if __name__ == "__main__":

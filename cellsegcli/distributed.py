@@ -97,10 +97,12 @@ def run_job(job: Job) -> list[tuple[int, dict, dict, int]]:
             predictor, _ = pipeline.make_predictor(model, device, config, call=call)
         frames = range(job.start, job.stop)
         items = pipeline.normalised_frames(stack, model.config.percentiles, job.source, frames)
-        for t, (raw, prob) in zip(frames, pipeline.frame_stream(model, predictor, items), strict=True):
+        labeller = pipeline.device_labeller(model, job.settings, config)
+        stream = pipeline.frame_stream(model, predictor, items, labeller)
+        for t, (raw, prob, labels) in zip(frames, stream, strict=True):
             if job.abort is not None and job.abort.exists():
                 break   # the run failed elsewhere and its output is being removed: write nothing more
-            results.append((t, *pipeline.segment_frame(t, prob, raw, job.settings, job.store)))
+            results.append((t, *pipeline.segment_frame(t, prob, raw, job.settings, job.store, labels=labels)))
     return results
 
 

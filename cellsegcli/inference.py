@@ -106,8 +106,10 @@ class TiledPredictor:
         """One frame (Y, X) or (C, Y, X) -> (K, Y, X) float32."""
         return next(iter(self.predict_stream([frame])))
 
-    def predict_stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Frames (Y, X) or (C, Y, X) in, blended outputs (K, Y, X) float32 out, in the same order."""
+    def predict_stream(self, frames: Iterable[np.ndarray], *, tensors: bool = False) -> Iterator[np.ndarray]:
+        """Frames (Y, X) or (C, Y, X) in, blended outputs (K, Y, X) float32 out, in the same order: numpy
+        arrays, or with ``tensors`` float32 tensors where they were blended (the device), for work that stays
+        there (:mod:`cellsegcli.device_labels`)."""
         pending: deque[tuple[_Frame, int, int]] = deque()
         active: deque[_Frame] = deque()
 
@@ -129,11 +131,11 @@ class TiledPredictor:
             while len(pending) >= self.options.batch_size:
                 run_one_batch()
             while active and active[0].remaining == 0:
-                yield self._finish(active.popleft())
+                yield self._finish(active.popleft(), tensors)
         while pending:
             run_one_batch()
         while active:
-            yield self._finish(active.popleft())
+            yield self._finish(active.popleft(), tensors)
 
     @property
     def _blend(self) -> torch.device:
@@ -283,13 +285,13 @@ class TiledPredictor:
             cache[key] = norm
         return cache[key]
 
-    def _finish(self, state: _Frame) -> np.ndarray:
+    def _finish(self, state: _Frame, tensor: bool = False) -> np.ndarray | torch.Tensor:
         h, w = state.grid.shape
         n_transforms = len(_tta.transforms(self.options.tta))
         out = (state.acc / (self._norm(state.grid) * n_transforms))[:, :h, :w]
         if (h, w) != state.shape:
             out = resize(out, state.shape)
-        return out.to("cpu").numpy()
+        return out.contiguous() if tensor else out.to("cpu").numpy()
 
 
 def scaled_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -64,6 +64,7 @@ class SegmentConfig:
     post_workers: int | None = None    # processes labelling frames (None: 1 on CPU, the spare cores on a GPU)
     frames: str | None = None          # START:STOP[:STEP] of the movie's frames (None: all)
     z: str | None = None               # a Z axis: "slices" (each its own image) or "max" (projection)
+    label_on: str = "cpu"              # where instances are labelled: "cpu" (post workers) or "device" (torch)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class SegmentResult:
     stage_seconds: dict[str, float] | None = None   # read, label, write, tables summed over frames (None: Dask)
     frames_resumed: int = 0                          # frames an interrupted run had finished (--resume)
     backoffs: list[str] = field(default_factory=list)  # out-of-memory back-offs, in order
+    label_on: str = "cpu"                            # where the instances were labelled (--label-on)
 
     @property
     def post_seconds(self) -> float | None:
@@ -136,7 +138,7 @@ class SegmentResult:
             "frames_table": str(self.outputs.frames), "frames": self.n_frames, "shape": list(self.shape),
             "pixel_size_um": self.pixel_size_um, "model": self.model, "model_sha256": self.model_sha256,
             "device": self.device, "tta": self.tta, "tile": self.tile, "scale": round(self.scale, 4),
-            "seconds": round(self.seconds, 3),
+            "label_on": self.label_on, "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
             "post_seconds": None if self.post_seconds is None else round(self.post_seconds, 3),
             "stage_seconds": None if self.stage_seconds is None else {k: round(v, 3) for k, v in
@@ -208,11 +210,11 @@ def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
 
 
 def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink,
-                  timings: dict[str, float] | None = None) -> tuple[dict, dict, int]:
-    """Frame ``t``'s instance labels, written (with the image and probabilities the settings keep) to
-    ``sink`` (an ``OmeZarrWriter`` or a ``FrameStore``); returns its per-cell table (dict of columns),
-    per-frame row and cell count. ``timings``, when given, receives the seconds of its ``label``,
-    ``write`` and ``tables`` stages."""
+                  timings: dict[str, float] | None = None, labels: np.ndarray | None = None) -> tuple[dict, dict, int]:
+    """Frame ``t``'s instance labels (``labels`` when they were computed on the device already), written
+    (with the image and probabilities the settings keep) to ``sink`` (an ``OmeZarrWriter`` or a
+    ``FrameStore``); returns its per-cell table (dict of columns), per-frame row and cell count.
+    ``timings``, when given, receives the seconds of its ``label``, ``write`` and ``tables`` stages."""
     from .morphology import cell_table, frame_table_row, with_time
 
     clock = [time.perf_counter()]
@@ -223,7 +225,8 @@ def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSett
             timings[stage] = timings.get(stage, 0.0) + now - clock[0]
         clock[0] = now
 
-    labels = label_frame(prob, settings)
+    if labels is None:
+        labels = label_frame(prob, settings)
     lap("label")
     sink.write_frame(t, labels, image=raw if settings.save_image else None,
                      probabilities=prob[0] if settings.save_probabilities else None)
@@ -285,8 +288,10 @@ def _items(q: queue.Queue) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield item
 
 
-def network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(raw frame, (K, Y, X) probabilities) through the tiled predictor."""
+def network_stream(predictor, items, labeller=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(raw frame, (K, Y, X) probabilities, labels) through the tiled predictor; the labels are those of
+    ``labeller`` (a :class:`~cellsegcli.device_labels.DeviceLabeller`, run where the probabilities were
+    blended), else None (labelled later, on the CPU)."""
     from collections import deque
 
     raws: deque = deque()
@@ -296,21 +301,36 @@ def network_stream(predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             raws.append(raw)
             yield norm
 
-    for prob in predictor.predict_stream(normalised()):
-        yield raws.popleft(), prob
+    for prob in predictor.predict_stream(normalised(), tensors=labeller is not None):
+        if labeller is None:
+            yield raws.popleft(), prob, None
+        else:
+            labels = labeller(prob)
+            yield raws.popleft(), prob.cpu().numpy(), labels
 
 
-def frame_stream(model, predictor, items) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(raw frame, (K, Y, X) probabilities): through the tiled predictor, or, for a classical baseline
-    (``predictor`` None), its binary mask of the raw frame as (1, Y, X) probabilities."""
+def frame_stream(model, predictor, items, labeller=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(raw frame, (K, Y, X) probabilities, labels or None): through the tiled predictor (see
+    :func:`network_stream`), or, for a classical baseline (``predictor`` None), its binary mask of the raw
+    frame as (1, Y, X) probabilities."""
     if predictor is not None:
-        yield from network_stream(predictor, items)
+        yield from network_stream(predictor, items, labeller)
         return
     from . import baselines
 
     method = getattr(baselines, model.config.name)
     for raw, _ in items:
-        yield raw, method(raw).astype(np.float32)[None]
+        yield raw, method(raw).astype(np.float32)[None], None
+
+
+def device_labeller(model, settings: FrameSettings, config: SegmentConfig):
+    """The :class:`~cellsegcli.device_labels.DeviceLabeller` for ``--label-on device`` and a two-channel
+    network (cell + interior), else None (labels from the CPU)."""
+    if config.label_on != "device" or model.network is None or len(model.config.outputs) < 2:
+        return None
+    from .device_labels import DeviceLabeller
+
+    return DeviceLabeller(settings.threshold, settings.seed_threshold, settings.min_size, settings.holes)
 
 
 def open_input(source: Path, config: SegmentConfig):
@@ -466,6 +486,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px, "frame_interval_min": interval,
         "frames": {"start": numbers.start, "stop": numbers.stop, "step": numbers.step,
                    "of": stack.movie_frames}, "z": config.z,
+        "label_on": "device" if config.label_on == "device" and device_labeller(model, settings, config) else "cpu",
     }
     if model.members:
         attributes["ensemble"] = mc.training["ensemble"]
@@ -517,7 +538,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                 run_jobs(client, source, config, model, settings, zarr_out, todo, frames_per_task, frame_done)
             elif todo:
                 stages = _segment_here(stack, model, predictor, settings, source, zarr_out, frame_done, notify,
-                                       started, device, todo, post_workers(config.post_workers, device))
+                                       started, device, todo, post_workers(config.post_workers, device), config)
             tracking = _finish_run(run, zarr_out, outputs, track_outputs, recorder, counts, config, started,
                                    info, px, interval, notify, settings)
     except BaseException as exc:
@@ -536,7 +557,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
                            predictor.options.tile if predictor else tile, seconds,
                            predictor.forward_seconds if predictor else 0.0, counts, px,
                            scale=scale, tracking=tracking, stage_seconds=stages, frames_resumed=len(done),
-                           backoffs=list(predictor.backoffs) if predictor else [])
+                           backoffs=list(predictor.backoffs) if predictor else [], label_on=attributes["label_on"])
     if config.gt is not None:
         result.scores = _score(outputs, config.gt, config.table_format, truth_frames)
     return result
@@ -568,6 +589,8 @@ def check_options(config: SegmentConfig) -> None:
         raise CellsegError(f"--diameter {config.diameter}: give a positive number of pixels (the cells' typical diameter)")
     if config.series is not None and config.series < 0:
         raise CellsegError(f"--series {config.series}: give 0 or more")
+    if config.label_on not in ("cpu", "device"):
+        raise CellsegError(f"--label-on {config.label_on}: give cpu or device")
 
 
 def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) -> dict:
@@ -578,7 +601,8 @@ def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) ->
     except OSError:
         size = None
     keep = ("model_sha256", "architecture", "tta", "tile", "overlap", "threshold", "seed_threshold", "min_size",
-            "scale", "axes", "channel", "pixel_size_um", "version", "frames", "z", "frame_interval_min")
+            "scale", "axes", "channel", "pixel_size_um", "version", "frames", "z", "frame_interval_min",
+            "label_on")
     return {"input": str(source.resolve()), "input_bytes": size, "frames": info.n_frames, "shape": list(info.shape),
             **{k: attributes.get(k) for k in keep}, "save_image": config.save_image,
             "save_probabilities": config.save_probabilities, "track": bool(config.track),
@@ -659,15 +683,16 @@ def post_workers(requested: int | None, device: torch.device) -> int:
 
 
 def _post_job(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings,
-              sink) -> tuple[dict, dict, int, dict[str, float]]:
+              sink, labels: np.ndarray | None = None) -> tuple[dict, dict, int, dict[str, float]]:
     """:func:`segment_frame` and the seconds of its stages (in the post thread, or in a worker process with
     ``sink`` a ``FrameStore``)."""
     timings: dict[str, float] = {}
-    return (*segment_frame(t, prob, raw, settings, sink, timings), timings)
+    return (*segment_frame(t, prob, raw, settings, sink, timings, labels), timings)
 
 
 def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path, zarr_out, frame_done, notify,
-                  started: float, device, frames: list[int], workers: int = 1) -> dict[str, float]:
+                  started: float, device, frames: list[int], workers: int = 1,
+                  config: SegmentConfig | None = None) -> dict[str, float]:
     """Reader thread -> device -> post-processing (a thread, or ``workers`` processes), in this process.
     Frames are recorded in order; at most ``workers + 1`` wait for post-processing. Returns the seconds
     spent per stage (``read`` with normalisation, ``label``, ``write``, ``tables``), summed over frames."""
@@ -682,7 +707,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     reader.start()
     pending: list[tuple[int, Future]] = []
     stages: dict[str, float] = {"read": 0.0, "label": 0.0, "write": 0.0, "tables": 0.0}
-    stream = frame_stream(model, predictor, _items(frames_q))
+    labeller = device_labeller(model, settings, config) if config is not None else None
+    stream = frame_stream(model, predictor, _items(frames_q), labeller)
     if workers > 1:   # spawn: no fork of a process holding torch's threads; they write through a FrameStore
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         sink = zarr_out.frame_store()
@@ -698,9 +724,9 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
         frame_done(t, cells, row, n_cells)
 
     try:
-        for i, (raw, prob) in enumerate(stream):
+        for i, (raw, prob, labels) in enumerate(stream):
             t = frames[i]
-            pending.append((t, pool.submit(_post_job, t, prob, raw, settings, sink)))
+            pending.append((t, pool.submit(_post_job, t, prob, raw, settings, sink, labels)))
             while len(pending) > workers or (pending and pending[0][1].done()):
                 finish(*pending.pop(0))
             if i == 0 and notify is not None and len(frames) > 1:
@@ -719,6 +745,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
             except queue.Empty:
                 reader.join(timeout=0.1)
     stages["read"] = read_seconds[0]
+    if labeller is not None:
+        stages["label"] += labeller.seconds
     return stages
 
 

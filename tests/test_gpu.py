@@ -65,3 +65,27 @@ def test_out_of_memory_on_cuda_ends_with_blending_on_the_host():
     ref = TiledPredictor(network_callable(net, torch.device("cpu")), torch.device("cpu"),
                          InferenceOptions(tile=128, tta="flip", batch_size=1)).predict(frame)
     np.testing.assert_allclose(out, ref, atol=1e-3)
+
+
+@requires_cuda
+def test_device_labels_on_cuda_equal_those_of_cpu_torch():
+    from scipy import ndimage as ndi
+
+    from cellsegcli.device_labels import label_instances_torch
+    from cellsegcli.instances import interior_target, label_instances
+    from cellsegcli.metrics import object_scores
+
+    rng = np.random.default_rng(3)
+    shape = (600, 800)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, np.int32)
+    for i in range(1, 300):
+        cy, cx, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.uniform(5, 16)
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    fg = ndi.gaussian_filter((truth > 0).astype(np.float32), 1.5)
+    interior = ndi.gaussian_filter(interior_target(truth).astype(np.float32), 1.5)
+    cpu = label_instances_torch(torch.from_numpy(fg), torch.from_numpy(interior)).numpy()
+    dev = resolve_device("cuda")
+    gpu = label_instances_torch(torch.from_numpy(fg).to(dev), torch.from_numpy(interior).to(dev)).cpu().numpy()
+    np.testing.assert_array_equal(gpu, cpu)
+    assert object_scores(gpu, label_instances(fg, interior))["f1"] >= 0.98

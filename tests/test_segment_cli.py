@@ -250,3 +250,38 @@ def test_post_processing_in_worker_processes_gives_the_same_outputs(env, tmp_pat
         assert (tmp_path / "three" / table).read_text() == (tmp_path / "one" / table).read_text()
     result = _segment(str(src), "--post-workers", "0", "-o", str(tmp_path / "zero"))
     assert result.exit_code == 1 and "--post-workers 0" in result.output and not (tmp_path / "zero").exists()
+
+
+def test_labelling_on_the_device_is_recorded_and_falls_back_for_baselines(env, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=2)
+    result = _segment(str(src), "--tile", "64", "--label-on", "device", "--json", "-o", str(tmp_path / "dev"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["label_on"] == "device" and summary["stage_seconds"]["label"] > 0
+    root = zarr.open_group(tmp_path / "dev" / "movie.zarr", mode="r")
+    assert root.attrs["cellseg"]["label_on"] == "device" and root.attrs["cellseg"]["complete"] is True
+    result = runner.invoke(app, ["segment", str(src), "--model", "phantast", "--label-on", "device", "--json",
+                                 "-o", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["label_on"] == "cpu"   # a binary baseline: labelled on the CPU
+    result = _segment(str(src), "--label-on", "gpu", "-o", str(tmp_path / "bad"))
+    assert result.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.data
+def test_labelling_on_the_device_agrees_with_the_cpu_on_a_real_movie(shared_data, tmp_path):
+    from cellsegcli.metrics import object_scores
+
+    with tifffile.TiffFile(shared_data / "t98g-timelapse" / "stack.tif") as tif:
+        frames = tif.series[0].asarray()[:2, 200:520, 300:700]
+    src = tmp_path / "t98g.tif"
+    tifffile.imwrite(src, frames, metadata={"axes": "TYX"})
+    out = {}
+    for where in ("cpu", "device"):
+        result = runner.invoke(app, ["segment", str(src), "--model", "phase", "--device", "cpu", "--label-on",
+                                     where, "-o", str(tmp_path / where), "--json"])
+        assert result.exit_code == 0, result.output
+        out[where] = zarr.open_group(tmp_path / where / "t98g.zarr", mode="r")["labels/cells/0"][:]
+    for t in range(2):
+        assert out["cpu"][t].max() > 10
+        assert object_scores(out["device"][t], out["cpu"][t])["f1"] >= 0.98
