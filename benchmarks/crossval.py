@@ -15,7 +15,7 @@ scores pooled over all frames. ``--test DIR`` also scores every fold model on DI
 one model. ``--by-kind`` splits the held-out table by image kind (fluorescence, brightfield, stained tissue).
 
 Resumable: a finished fold (``OUT/fold-i/scores.json``) is skipped, a fold cut short continues from its
-``last.pt``. Train on a GPU for real figures: on 2 CPU cores one fold of 20 epochs takes about an hour.
+``last.pt``. ``--report`` trains nothing and prints the tables of the folds finished so far. Train on a GPU for real figures: on 2 CPU cores one fold of 20 epochs takes about an hour.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def train_fold(data: Path, out: Path, args, device) -> Path:
     config = TrainConfig(architecture=args.arch, init=args.init, epochs=args.epochs, patience=args.epochs,
                          lr=args.lr, batch_size=args.batch_size, crop=args.crop, seed=args.seed,
                          steps_per_epoch=args.steps_per_epoch, schedule=args.schedule, loss=args.loss,
-                         name=out.name, command=" ".join(sys.argv), max_minutes=args.max_minutes)
+                         name=out.name, command=" ".join(sys.argv), max_minutes=args.max_minutes,
+                         loader_workers=args.loader_workers)
 
     def on_epoch(r) -> None:
         print(f"  {out.name} epoch {r.epoch}/{r.epochs}: train {r.train_loss:.4f}, val {r.val_loss:.4f}, "
@@ -124,11 +125,14 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, help="per fold; rerun to continue")
+    parser.add_argument("--loader-workers", type=int, default=0, help="processes making the training batches")
     parser.add_argument("--tta", choices=["none", "flip", "d4"], default="none")
     parser.add_argument("--test", type=Path, help="an annotated folder no fold trains on")
     parser.add_argument("--ensemble", action="store_true", help="with --test: also score the fold ensemble")
     parser.add_argument("--by-kind", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: the tables of the folds finished so far (OUT/partial.json)")
     args = parser.parse_args()
     if args.ensemble and args.test is None:
         raise SystemExit("error: --ensemble is scored on --test DIR (the folds' own frames were seen by the others)")
@@ -136,11 +140,13 @@ def main() -> None:
     pairs = find_pairs(args.annotations)
     groups = groups_of(pairs, args.same)
     folds = make_folds(groups, args.folds, args.seed)
-    per_fold, models = [], []
+    per_fold, models, fold_ids = [], [], []
     for i in range(args.folds):
         folder = args.out / f"fold-{i}"
         done = folder / "scores.json"
         model_dir = folder / "model"
+        if args.report and not done.is_file():
+            continue
         if not done.is_file():
             train_pairs, val_pairs, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
             print(f"fold {i}: {len(train_pairs)} train, {len(val_pairs)} validate, {len(test_pairs)} test "
@@ -153,8 +159,12 @@ def main() -> None:
             done.write_text(json.dumps(result, indent=1))
         per_fold.append(json.loads(done.read_text()))
         models.append(str(model_dir))
+        fold_ids.append(i)
+    if not per_fold:
+        raise SystemExit(f"{args.out}: no fold has finished yet (fold-i/scores.json)")
     rows = [r for f in per_fold for r in f["rows"]]
-    held_out = {"model": f"{args.folds}-fold", "architecture": args.arch, "tta": args.tta, "frames": len(rows),
+    label = f"{args.folds}-fold" if len(per_fold) == args.folds else f"{len(per_fold)} of {args.folds} folds"
+    held_out = {"model": label, "architecture": args.arch, "tta": args.tta, "frames": len(rows),
                 **aggregate(rows)}
     tables = [held_out] + (by_kind([{**held_out, "rows": rows}]) if args.by_kind else [])
     print_table(tables, f"held out: {len(rows)} frames of {args.annotations}, each scored by the fold model that "
@@ -163,7 +173,7 @@ def main() -> None:
     print("over folds (mean +- std of the fold means): " + ", ".join(
         f"{k} {means[k]['mean']:.3f} +- {means[k]['std']:.3f}" for k in COLUMNS))
     report = {"held_out": held_out, "over_folds": means, "folds": [
-        {"fold": i, "test": [r["name"] for r in f["rows"]], "summary": f["summary"]} for i, f in enumerate(per_fold)]}
+        {"fold": i, "test": [r["name"] for r in f["rows"]], "summary": f["summary"]} for i, f in zip(fold_ids, per_fold)]}
     if args.test is not None:
         test_pairs = find_pairs(args.test)
         results = [score_model(m, test_pairs, tta=args.tta, device=device) for m in models]
@@ -175,7 +185,7 @@ def main() -> None:
                   f"({results[-1]['seconds'] / len(test_pairs):.2f} s vs {single / len(test_pairs):.2f} s)")
         print_table(results, f"{len(test_pairs)} images of {args.test} (no fold trained on them)")
         report["test"] = [{k: v for k, v in r.items() if k != "rows"} for r in results]
-    (args.out / "crossval.json").write_text(json.dumps(report, indent=1))
+    (args.out / ("partial.json" if args.report else "crossval.json")).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

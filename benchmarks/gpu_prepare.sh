@@ -1,25 +1,48 @@
 #!/bin/bash
 # Prepare what benchmarks/gpu.sh needs on a lent GPU machine (no internet there), here, in the repo root:
-#   .whl/      Python 3.12 wheels of what the machine's image lacks (zarr 3 and its codecs, smp, MONAI)
-#   .gpudata/  the first 6 frames of ../shared/data/t98g-timelapse/stack.tif (zlib), for the mosaics
-# Both are git-ignored and travel with the call through `carry`. The tracked weights are 56 MB and the tree
-# may carry 64 MiB: move the nuclei model out of the tree for the call (the benchmark runs the phase model):
-#   bash benchmarks/gpu_prepare.sh && mv weights/nuclei /tmp/nuclei-aside
-#   device run: command "bash benchmarks/gpu.sh", carry [".whl", ".gpudata"], timeout_s 540
-#   mv /tmp/nuclei-aside weights/nuclei
+#   .whl/                     Python 3.12 wheels of what the machine's image lacks (zarr 3 and its codecs, smp,
+#                             MONAI)
+#   .gpudata/t98g-timelapse/  the first 3 frames of ../shared/data/t98g-timelapse/stack.tif (zlib), for the mosaics
+#   .gpudata/usiigaci-phase/  the 40 Usiigaci frames for the cross-validation there, each normalised as cellseg
+#                             does (percentiles 1 / 99.8) and stored as 8 bits (zlib + predictor: 0.65 MB a frame
+#                             against 1.8 MB at 16 bits), the masks as they are; the 1/255 steps lie far below
+#                             the augmentation's own noise (up to 0.03)
+# All are git-ignored and travel with the call through `carry` (about 53 MB with the code). The tracked weights
+# are 54 MB and the tree may carry 64 MiB: move both models out of the tree for the call (gpu.sh benchmarks
+# the first fold's model it trains, or an untrained one of the same architecture):
+#   bash benchmarks/gpu_prepare.sh && mv weights/phase /tmp/phase-aside && mv weights/nuclei /tmp/nuclei-aside
+#   device run: command "bash benchmarks/gpu.sh", carry [".whl", ".gpudata"], timeout_s 560
+#   mv /tmp/phase-aside weights/phase && mv /tmp/nuclei-aside weights/nuclei
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${CELLSEG_DATA:-../shared/data}
 PY=${PYTHON:-.venv/bin/python}
-mkdir -p .whl .gpudata/t98g-timelapse
+mkdir -p .whl .gpudata/t98g-timelapse .gpudata/usiigaci-phase/images .gpudata/usiigaci-phase/masks
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
   numcodecs==0.16.6 zarr==3.1.6 donfig==0.8.1.post1 google-crc32c==1.9.0 segmentation-models-pytorch==0.6.0 \
   monai==1.6.1
-"$PY" - "$DATA/t98g-timelapse/stack.tif" .gpudata/t98g-timelapse/stack.tif <<'PY'
-import sys, tifffile
-with tifffile.TiffFile(sys.argv[1]) as tif:
-    frames = tif.series[0].asarray()[:6]
-tifffile.imwrite(sys.argv[2], frames, compression="zlib", metadata={"axes": "TYX"})
+"$PY" - "$DATA" .gpudata <<'PY'
+import shutil, sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from cellsegcli.normalize import normalize
+
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+with tifffile.TiffFile(data / "t98g-timelapse" / "stack.tif") as tif:
+    frames = tif.series[0].asarray()[:3]
+tifffile.imwrite(out / "t98g-timelapse" / "stack.tif", frames, compression="zlib", photometric="minisblack",
+                 metadata={"axes": "TYX"})   # minisblack: 3 frames are not an RGB image
+source = data / "usiigaci-phase"
+for image in sorted((source / "images").glob("*.tif")):
+    norm = normalize(tifffile.imread(image), (1.0, 99.8))
+    eight = np.round(np.clip(norm, 0, 1) * 255).astype(np.uint8)
+    tifffile.imwrite(out / "usiigaci-phase" / "images" / image.name, eight, compression="zlib",
+                     compressionargs={"level": 9}, predictor=True)
+    mask = source / "masks" / f"{image.stem}.png"
+    shutil.copyfile(mask, out / "usiigaci-phase" / "masks" / mask.name)
 PY
 du -sh .whl .gpudata

@@ -11,7 +11,8 @@ The torch labeller (``cellsegcli.device_labels``, ``--label-on device``) gets a 
 ``--torch-device`` with the probabilities already there (as in ``cellseg segment``) and the labels copied back.
 
 The probabilities are real: the shipped model's on a mosaic of T98G frame 0 (mirrored tiles, as
-benchmarks/segment.py builds them), computed once (CPU, no TTA) and cached in runs/post/mosaic.npz.
+benchmarks/segment.py builds them), computed once (on the GPU when there is one, else the CPU; no TTA) and
+cached in runs/post/mosaic.npz (mosaic-NAME.npz for another --model).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def mosaic_probabilities(data: Path, model_name: str, cache: Path) -> tuple[np.n
     f = tifffile.imread(data / "t98g-timelapse" / "stack.tif", key=0)
     image = np.block([[f, f[:, ::-1], f], [f[::-1], f[::-1, ::-1], f[::-1]]])[:1912, :2568]
     model = load_models(model_name)
-    predictor, _ = make_predictor(model, torch.device("cpu"), SegmentConfig(model=model_name))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")   # the probabilities only
+    predictor, _ = make_predictor(model, device, SegmentConfig(model=model_name, tta="none"))
     prob = next(iter(predictor.predict_stream(iter([normalize(image, model.config.percentiles)]))))
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, prob=prob.astype(np.float32), image=image)
@@ -115,7 +117,8 @@ def main() -> None:
     from cellsegcli.models.folder import find_model, read_config
     from cellsegcli.morphology import cell_table, cell_table_reference, frame_table_row
 
-    prob, image = mosaic_probabilities(args.data, args.model, ROOT / "runs" / "post" / "mosaic.npz")
+    cache = "mosaic.npz" if args.model == "phase" else f"mosaic-{Path(args.model).name}.npz"
+    prob, image = mosaic_probabilities(args.data, args.model, ROOT / "runs" / "post" / cache)
     config = read_config(find_model(args.model))
     kw = dict(threshold=config.threshold, seed_threshold=config.seed_threshold, min_size=config.min_size,
               holes=config.holes)

@@ -126,10 +126,13 @@ def main() -> None:
 
 
 def by_kind(results: list[dict]) -> list[dict]:
-    """Each result split into one per image kind (``model`` then names the kind and the frame count)."""
+    """Each result split into one per image kind (``model`` then names the kind and the frame count); nothing
+    for a result whose images are all of one kind (the kinds are the nuclei sets': grey phase-contrast frames
+    would be called "fluorescence")."""
     out = []
     for r in results:
-        for kind in sorted({row["kind"] for row in r["rows"]}):
+        kinds = sorted({row["kind"] for row in r["rows"]})
+        for kind in kinds if len(kinds) > 1 else []:
             rows = [row for row in r["rows"] if row["kind"] == kind]
             out.append({**r, "model": f"{r['model']}, {kind} ({len(rows)})", "frames": len(rows), **aggregate(rows)})
     return out

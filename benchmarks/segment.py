@@ -133,6 +133,8 @@ def main() -> None:
                         help="comma-separated --post-workers values for the mosaic case (e.g. 1,2,4)")
     parser.add_argument("--label-on", default="cpu",
                         help="comma-separated --label-on values for the mosaic case (cpu, device)")
+    parser.add_argument("--batch-size", default=None,
+                        help="comma-separated --batch-size values for the mosaic case (default: the device's)")
     parser.add_argument("--mosaic-tta", default=None,
                         help="comma-separated TTA modes of the mosaic case (default: none,d4 on a GPU, none on CPU)")
     parser.add_argument("--rss-crop", type=int, default=512,
@@ -145,7 +147,7 @@ def main() -> None:
 
     gpu = torch.cuda.is_available() and args.device in ("auto", "cuda") or args.device.startswith("cuda")
     base = {"model": args.model, "device": args.device, "overwrite": True}
-    header = ["case", "device", "tta", "post workers", "label on", "frames", "frames/s", "peak RSS MB",
+    header = ["case", "device", "tta", "batch", "post workers", "label on", "frames", "frames/s", "peak RSS MB",
               "end-to-end s", "read s", "forward in run s", "label s", "tables s", "write s", "bare forward s",
               "overhead x"]
     print("| " + " | ".join(header) + " |")
@@ -170,25 +172,28 @@ def main() -> None:
         if n_mosaic and "mosaic" in wanted:
             mosaic = _write_mosaic(stack, tmp / "mosaic.tif", n_mosaic)
             ttas = (args.mosaic_tta or ("none,d4" if gpu else "none")).split(",")
+            batches = [int(b) for b in args.batch_size.split(",")] if args.batch_size else [None]
             for label_on in args.label_on.split(","):
                 for workers in (int(w) for w in args.post_workers.split(",")):
-                    for tta in ttas:
-                        cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, tta, workers, label_on))
-        for name, path, tta, workers, *where in cases:
-            label_on = where[0] if where else "cpu"
+                    for batch in batches:
+                        for tta in ttas:
+                            cases.append((f"mosaic {n_mosaic} x 2568x1912", mosaic, tta, workers, label_on, batch))
+        for name, path, tta, workers, *more in cases:
+            label_on, batch_size = more if more else ("cpu", None)
             s = _segment(path, tmp, tta=tta, label_on=label_on, **base,
-                         **({"post_workers": workers} if workers else {}))
+                         **({"post_workers": workers} if workers else {}),
+                         **({"batch_size": batch_size} if batch_size else {}))
             n_tta = {"none": 1, "flip": 4, "d4": 8}[tta]
             from cellsegcli.tiling import make_grid
 
             grid = make_grid(tuple(s["shape"]), tile=s["tile"], overlap=0.25)
             tiles = s["frames"] * len(grid.tiles) * n_tta
-            batch = 1 if s["device"] == "cpu" else 8
+            batch = batch_size or (1 if s["device"] == "cpu" else 8)
             sample = min(tiles, 24)  # bare forward timed on up to 24 tiles, scaled to the run's tile count
             fwd = _python(FORWARD, args.model, str(grid.tile), str(sample), str(batch), args.device)
             bare = fwd["seconds"] * tiles / fwd["tiles"]
             stages = s.get("stage_seconds") or {}
-            row = [name, s["device"], tta, workers or "default", s["label_on"], s["frames"], s["frames"] / s["seconds"],
+            row = [name, s["device"], tta, batch, workers or "default", s["label_on"], s["frames"], s["frames"] / s["seconds"],
                    s["peak_rss_mb"], s["seconds"], stages.get("read", float("nan")), s["forward_seconds"],
                    *(stages.get(k, float("nan")) for k in ("label", "tables", "write")), bare, s["seconds"] / bare]
             print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |", flush=True)

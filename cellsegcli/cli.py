@@ -181,6 +181,9 @@ def train_cli(
     name: Annotated[Optional[str], typer.Option("--name", help="Model name (default: folder name).")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="What the model is for, stored "
                            "in its config.json (default: what it was trained on, and how).")] = None,
+    loader_workers: Annotated[int, typer.Option("--loader-workers", help="Processes making the augmented "
+                              "batches (0: the training process; on a GPU give the spare cores so the GPU is kept "
+                              "busy; any number >= 1 gives the same batches).")] = 0,
     resume: Annotated[bool, _flag("--resume", help="Continue from OUT/checkpoints/last.pt.")] = False,
     no_checkpoint: Annotated[bool, _flag("--no-checkpoint", help="Remove OUT/checkpoints/ (~170 MB, needed only "
                              "by --resume) once training has finished, leaving a ~30 MB model folder.")] = False,
@@ -207,7 +210,7 @@ def train_cli(
             crop=crop, val_fraction=val_fraction, seed=seed, steps_per_epoch=steps_per_epoch, name=name,
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
             calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema, loss=Loss(loss).value,
-            description=description, keep_checkpoint=not no_checkpoint,
+            description=description, keep_checkpoint=not no_checkpoint, loader_workers=loader_workers,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")

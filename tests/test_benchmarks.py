@@ -169,7 +169,7 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
             tifffile.imwrite(root / "masks" / f"im{i}.tif", labels)
     args = [sys.executable, str(BENCHMARKS / "crossval.py"), str(tmp_path / "ann"), "-o", str(tmp_path / "cv"),
             "--folds", "2", "--arch", "resnet18-fpn", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
-            "--crop", "64", "--device", "cpu", "--test", str(tmp_path / "test"), "--ensemble"]
+            "--crop", "64", "--device", "cpu", "--test", str(tmp_path / "test"), "--ensemble", "--loader-workers", "1"]
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
@@ -179,6 +179,11 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
     assert "held out: 6 frames" in done.stdout and "ensemble:" in done.stdout
     again = subprocess.run(args, capture_output=True, text=True)      # finished folds are not retrained
     assert again.returncode == 0 and "fold 0:" not in again.stderr
+    report_only = subprocess.run(args[:5] + ["--folds", "2", "--report"], capture_output=True, text=True)
+    assert report_only.returncode == 0, report_only.stderr[-2000:]
+    assert json.loads((tmp_path / "cv" / "partial.json").read_text())["held_out"]["frames"] == 6
+    nothing = subprocess.run([*args[:4], str(tmp_path / "empty"), "--report"], capture_output=True, text=True)
+    assert nothing.returncode != 0 and "no fold has finished" in nothing.stderr
 
 
 def test_dim_objects_brings_chosen_objects_to_a_share_of_the_brightest():

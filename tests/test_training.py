@@ -602,3 +602,39 @@ def test_a_model_that_validates_poorly_ends_with_one_warning_line(tmp_path):
     assert result.best_val_jaccard < 0.5   # one epoch of two steps from scratch
     assert warnings == [result.warning] and "\n" not in result.warning
     assert "below 0.5" in result.warning and "--epochs" in result.warning and "--init" in result.warning
+
+
+def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path):
+    from cellsegcli.training.loop import CropBatches, batch_loader
+
+    root = _annotations(tmp_path / "ann", n=3)
+    samples = [load_sample(p, percentiles=(1.0, 99.8)) for p in find_pairs(root)]
+    config = _config(loader_workers=1)
+    here = CropBatches(samples, config.crop, config.batch_size, config.augment)
+    seeds = [11, 5, 2**61 + 3]
+    expected = [here[s] for s in seeds]
+    assert not torch.equal(expected[0][0], expected[1][0])   # other seeds, other crops
+    for workers in (1, 3):
+        loader, sampler = batch_loader(samples, dataclasses.replace(config, loader_workers=workers), CPU)
+        for epoch in range(2):   # the workers persist; the seeds change per epoch
+            sampler.values = seeds[epoch:]
+            got = list(loader)
+            assert len(got) == len(seeds) - epoch
+            for (x, y), (ex, ey) in zip(got, expected[epoch:]):
+                assert torch.equal(x, ex) and torch.equal(y, ey)
+        del loader
+
+
+def test_training_with_loader_workers_is_reproducible_and_resumes(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    for name, workers in (("a", 1), ("b", 2)):
+        train(root, tmp_path / name, _config(epochs=2, loader_workers=workers, calibrate=False), device=CPU)
+    wa, wb = (torch.load(tmp_path / n / "checkpoints" / "last.pt", weights_only=True)["network"] for n in ("a", "b"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert load_model(tmp_path / "b").config.training["loader_workers"] == 2
+    train(root, tmp_path / "c", _config(epochs=1, loader_workers=2, calibrate=False), device=CPU)
+    train(root, tmp_path / "c", _config(epochs=2, loader_workers=2, calibrate=False), device=CPU, resume=True)
+    wc = torch.load(tmp_path / "c" / "checkpoints" / "last.pt", weights_only=True)["network"]
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)   # two epochs at once == one, then --resume for the second
+    with pytest.raises(CellsegError, match="--loader-workers"):
+        _config(loader_workers=-1)

@@ -92,6 +92,7 @@ class TrainConfig:
     loss: str = "bce-dice"              # bce-dice (the papers') | bce-lovasz (BCE + Lovász hinge, IoU-aware)
     description: str | None = None      # for config.json (default: what it was trained on, and how)
     keep_checkpoint: bool = True        # False: remove checkpoints/ once training has finished
+    loader_workers: int = 0             # processes making the augmented batches (0: in the training process)
 
     def __post_init__(self) -> None:
         if self.crop % 32 or self.crop < 32:
@@ -101,6 +102,9 @@ class TrainConfig:
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise CellsegError(f"--steps-per-epoch {self.steps_per_epoch}: must be at least 1 (leave it out for "
                                f"about one pass over the training pixels)")
+        if self.loader_workers < 0:
+            raise CellsegError(f"--loader-workers {self.loader_workers}: give 0 (batches made in the training "
+                               f"process) or more")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise CellsegError(f"--max-minutes {self.max_minutes}: give a positive number of minutes")
         if self.schedule not in ("plateau", "cosine"):
@@ -213,6 +217,56 @@ def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augm
         crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None)
                              for i in idx.tolist()])
         yield crops[:, :1], crops[:, 1:]
+
+
+class CropBatches(torch.utils.data.Dataset):
+    """Batches of augmented crops made from a seed each (``dataset[seed]`` -> (x, y)), so that worker
+    processes make the same batches in the same order whatever their number: what ``--loader-workers``
+    uses. The stream of batches differs from the in-process one of ``_batches`` (one generator for all)."""
+
+    def __init__(self, samples: list[Sample], crop: int, batch: int, aug: Augmentation, sampling: str = "area"):
+        self.stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
+        self.labels = ([torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0
+                       else None)
+        self.weights = sampling_weights(samples, sampling)
+        self.crop, self.batch, self.aug = crop, batch, aug
+
+    def __getitem__(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(int(seed))
+        idx = torch.multinomial(self.weights, self.batch, replacement=True, generator=gen)
+        crops = torch.stack([random_crop(self.stacks[i], self.crop, self.aug, gen,
+                                         self.labels[i] if self.labels else None) for i in idx.tolist()])
+        return crops[:, :1], crops[:, 1:]
+
+
+class _Seeds(torch.utils.data.Sampler):
+    """The seeds of the current epoch's batches (replaced every epoch; the loader's workers persist)."""
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)   # a loader worker: the parallelism is the workers
+
+
+def batch_loader(samples: list[Sample], config: TrainConfig, device: torch.device):
+    """(loader, seeds) for ``config.loader_workers`` worker processes (forked: the images are shared, not
+    copied); set ``seeds.values`` to an epoch's seeds, then iterate the loader for its batches."""
+    seeds = _Seeds()
+    loader = torch.utils.data.DataLoader(
+        CropBatches(samples, config.crop, config.batch_size, config.augment, config.sampling), batch_size=None,
+        sampler=seeds, num_workers=config.loader_workers, persistent_workers=True, prefetch_factor=4,
+        pin_memory=device.type == "cuda", worker_init_fn=_one_thread, multiprocessing_context="fork",
+        generator=torch.Generator().manual_seed(0))   # the workers' seeds: not drawn from the global generator,
+    # which dropout uses and a checkpoint restores (a loader made on --resume would draw from it otherwise)
+    return loader, seeds
 
 
 def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
@@ -418,13 +472,20 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     area = sum(max(1, round(s.image.size / config.crop**2)) for s in train_samples)
     steps = config.steps_per_epoch or max(1, math.ceil(area / config.batch_size))
     data_id = fingerprint(train_pairs + val_pairs)
+    loader = seeds = None
+    if config.loader_workers > 0:
+        loader, seeds = batch_loader(train_samples, config, device)
     began = time.monotonic()
     stopped = f"reached --epochs {config.epochs}"
     epoch = saved_epoch = start
     for epoch in range(start + 1, config.epochs + 1):
         t0 = time.monotonic()
-        batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
-                           config.sampling)
+        if loader is not None:   # one seed per batch from the run's generator: resumable, worker-count free
+            seeds.values = torch.randint(0, 2**62, (steps,), generator=gen).tolist()
+            batches = iter(loader)
+        else:
+            batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
+                               config.sampling)
         train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps,
                                      ema=ema, loss_name=config.loss)
         val_loss, val_jaccard = evaluate(validated_network, val_samples, device=device, loss_name=config.loss)
@@ -443,6 +504,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
                     "sampling": config.sampling, "ema": config.ema, "loss": config.loss, "steps_per_epoch": steps,
+                    "loader_workers": config.loader_workers,
                     "augment": dataclasses.asdict(config.augment),
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
@@ -471,6 +533,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         if config.max_minutes is not None and time.monotonic() - began > 60 * config.max_minutes:
             stopped = f"reached --max-minutes {config.max_minutes:g} (continue with --resume)"
             break
+    del loader   # ends its worker processes
     best = next((h for h in history if h["epoch"] == stopper.best_epoch), None)
     calibration = None
     if config.calibrate and (out / "config.json").is_file():
