@@ -16,6 +16,9 @@
 #   ship (not in the default): the shippable phase model, trained on the shipped model's 32 / 8 split with the
 #      same steps; its weights come back in parts under 16 MiB (cat $OUT/ship/phase.safetensors.part-* >
 #      model.safetensors beside config.json, then python weights/ship.py phase THAT_FOLDER PHASE_DATA here).
+#   ship-nuclei (not in the default; a call of its own, carrying .gpudata-nuclei instead of .gpudata): the
+#      nuclei model from scratch on its 564 / 50 split (50 more held out), 30 x 120 steps; weights back likewise.
+#      Run it as STAGES=ship-nuclei alone (the benchmarks need .gpudata).
 # STAGES picks steps (default train,tests,bench). Tested on CPU with:
 #   SKIP_INSTALL=1 PYTHON=.venv/bin/python DEVICE=cpu SLOW=10 STAGES=train,ship,bench CV_EPOCHS=1 CV_STEPS=2 \
 #     FRAMES=1 PEER_FRAMES=1 TTA=none WORKERS=1 BATCHES=1 LOADER_WORKERS=2 bash benchmarks/gpu.sh
@@ -76,6 +79,22 @@ if has ship; then   # the shippable phase model: the shipped model's split (weig
   if [ -f "$RUNS/phase/model.safetensors" ]; then   # back in parts under 16 MiB: cat phase.safetensors.part-* > ...
     split -b 15m -d "$RUNS/phase/model.safetensors" "$OUT/ship/phase.safetensors.part-"
     cp "$RUNS/phase/config.json" "$RUNS/phase/history.csv" "$OUT/ship/"
+  fi
+fi
+
+if has ship-nuclei; then   # the nuclei model from scratch on its split (weights/nuclei_data.py), GPU recipe
+  mkdir -p "$OUT/ship-nuclei"
+  NUCLEI_DATA=${NUCLEI_DATA:-.gpudata-nuclei/dsb2018-train}
+  "$PY" -c "import sys, json; sys.path.insert(0, 'weights'); from pathlib import Path; import nuclei_data as n; src = Path(sys.argv[1]); train, val, test = n.split(src, json.loads(n.VAL_FROM.read_text())); n.link(Path(sys.argv[2]), src, train); n.link(Path(sys.argv[2]) / 'val', src, val); print(len(train), len(val), len(test))" \
+    "$NUCLEI_DATA" "$RUNS/nuclei-data" > "$OUT/ship-nuclei/data.txt" 2>&1
+  timeout "$((${SHIP_SECONDS:-400} * SLOW))" "$PY" -m cellsegcli train "$RUNS/nuclei-data" -o "$RUNS/nuclei" --init none \
+    --epochs "${NUCLEI_EPOCHS:-30}" --steps-per-epoch "${NUCLEI_STEPS:-120}" --patience "${NUCLEI_EPOCHS:-30}" \
+    --lr 1e-3 --schedule cosine --seed 0 --name nuclei --loader-workers "$LOADER_WORKERS" --no-checkpoint \
+    --device "$DEVICE" --json > "$OUT/ship-nuclei/train.json" 2> "$OUT/ship-nuclei/train.log"
+  echo "train exit $?" >> "$OUT/ship-nuclei/train.log"
+  if [ -f "$RUNS/nuclei/model.safetensors" ]; then
+    split -b 15m -d "$RUNS/nuclei/model.safetensors" "$OUT/ship-nuclei/nuclei.safetensors.part-"
+    cp "$RUNS/nuclei/config.json" "$RUNS/nuclei/history.csv" "$OUT/ship-nuclei/"
   fi
 fi
 

@@ -89,6 +89,7 @@ class DeviceLabeller:
     seed_threshold: float
     min_size: int
     holes: bool = False
+    keep_probabilities: bool = True   # False: the probabilities need not come back to the host (not saved)
     seconds: float = 0.0
 
     def __call__(self, prob: torch.Tensor) -> np.ndarray:

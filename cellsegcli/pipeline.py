@@ -209,9 +209,10 @@ def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
                            holes=settings.holes)
 
 
-def segment_frame(t: int, prob: np.ndarray, raw: np.ndarray, settings: FrameSettings, sink,
+def segment_frame(t: int, prob: np.ndarray | None, raw: np.ndarray, settings: FrameSettings, sink,
                   timings: dict[str, float] | None = None, labels: np.ndarray | None = None) -> tuple[dict, dict, int]:
-    """Frame ``t``'s instance labels (``labels`` when they were computed on the device already), written
+    """Frame ``t``'s instance labels (``labels`` when they were computed on the device already; ``prob`` is
+    then None unless the probabilities are saved), written
     (with the image and probabilities the settings keep) to ``sink`` (an ``OmeZarrWriter`` or a
     ``FrameStore``); returns its per-cell table (dict of columns), per-frame row and cell count.
     ``timings``, when given, receives the seconds of its ``label``, ``write`` and ``tables`` stages."""
@@ -305,8 +306,8 @@ def network_stream(predictor, items, labeller=None) -> Iterator[tuple[np.ndarray
         if labeller is None:
             yield raws.popleft(), prob, None
         else:
-            labels = labeller(prob)
-            yield raws.popleft(), prob.cpu().numpy(), labels
+            labels = labeller(prob)   # the probabilities come back only to be saved
+            yield raws.popleft(), prob.cpu().numpy() if labeller.keep_probabilities else None, labels
 
 
 def frame_stream(model, predictor, items, labeller=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -330,7 +331,8 @@ def device_labeller(model, settings: FrameSettings, config: SegmentConfig):
         return None
     from .device_labels import DeviceLabeller
 
-    return DeviceLabeller(settings.threshold, settings.seed_threshold, settings.min_size, settings.holes)
+    return DeviceLabeller(settings.threshold, settings.seed_threshold, settings.min_size, settings.holes,
+                          keep_probabilities=settings.save_probabilities)
 
 
 def open_input(source: Path, config: SegmentConfig):

@@ -285,3 +285,14 @@ def test_labelling_on_the_device_agrees_with_the_cpu_on_a_real_movie(shared_data
     for t in range(2):
         assert out["cpu"][t].max() > 10
         assert object_scores(out["device"][t], out["cpu"][t])["f1"] >= 0.98
+
+
+def test_labelling_on_the_device_keeps_the_probabilities_it_is_asked_to(env, tmp_path):
+    src = _stack(tmp_path / "movie.tif", frames=2)
+    for where in ("cpu", "device"):
+        result = _segment(str(src), "--tile", "64", "--label-on", where, "--save-probabilities", "-o",
+                          str(tmp_path / where))
+        assert result.exit_code == 0, result.output
+    a = zarr.open_group(tmp_path / "cpu" / "movie.zarr", mode="r")
+    b = zarr.open_group(tmp_path / "device" / "movie.zarr", mode="r")
+    np.testing.assert_array_equal(a["probabilities/0"][:], b["probabilities/0"][:])
