@@ -15,7 +15,9 @@ scores pooled over all frames. ``--test DIR`` also scores every fold model on DI
 one model. ``--by-kind`` splits the held-out table by image kind (fluorescence, brightfield, stained tissue).
 
 Resumable: a finished fold (``OUT/fold-i/scores.json``) is skipped, a fold cut short continues from its
-``last.pt``. ``--report`` trains nothing and prints the tables of the folds finished so far. Train on a GPU for real figures: on 2 CPU cores one fold of 20 epochs takes about an hour.
+``last.pt``. ``--report`` trains nothing and prints the tables of the folds finished so far; ``--only 3`` trains fold 3 alone
+(e.g. one fold per machine or session). Until every fold has finished the tables go to ``partial.json``, not
+``crossval.json``. Train on a GPU for real figures: on 2 CPU cores one fold of 20 epochs takes about an hour.
 """
 
 from __future__ import annotations
@@ -97,6 +99,41 @@ def train_fold(data: Path, out: Path, args, device) -> Path:
     return out
 
 
+def recalibrate_fold(folder: Path, groups, folds, i: int, args, device) -> dict:
+    """Fold ``i``'s model calibrated again on its own validation frames (``model-recalibrated``), scored on its
+    test frames (``scores-recalibrated.json``, kept: later runs reuse it)."""
+    from cellsegcli.calibrate import calibrate_folder
+    from cellsegcli.io.atomic import remove_path
+
+    done = folder / "scores-recalibrated.json"
+    if not done.is_file():
+        _, _, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
+        target = folder / "model-recalibrated"
+        remove_path(target)
+        result = calibrate_folder(str(folder / "model"), folder / "data" / "val", device, tta=args.tta, out=target)
+        c = result.chosen
+        print(f"fold {i} recalibrated: threshold {c.threshold}, seed {c.seed_threshold}, smallest cell "
+              f"{result.model_min_size} px", file=sys.stderr, flush=True)
+        done.write_text(json.dumps(score_model(str(target), test_pairs, tta=args.tta, device=device), indent=1))
+    return json.loads(done.read_text())
+
+
+def held_out_report(per_fold: list[dict], fold_ids: list[int], args, tag: str) -> dict:
+    """Print the held-out tables of the finished folds; returns them for the JSON report."""
+    rows = [r for f in per_fold for r in f["rows"]]
+    label = f"{args.folds}-fold" if len(per_fold) == args.folds else f"{len(per_fold)} of {args.folds} folds"
+    held_out = {"model": label + tag, "architecture": args.arch, "tta": args.tta, "frames": len(rows),
+                **aggregate(rows)}
+    tables = [held_out] + (by_kind([{**held_out, "rows": rows}]) if args.by_kind else [])
+    print_table(tables, f"held out{tag}: {len(rows)} frames of {args.annotations}, each scored by the fold model "
+                        f"that never saw it; mean +- std over frames")
+    means = fold_means(per_fold)
+    print("over folds (mean +- std of the fold means): " + ", ".join(
+        f"{k} {means[k]['mean']:.3f} +- {means[k]['std']:.3f}" for k in COLUMNS))
+    return {"held_out": held_out, "over_folds": means, "folds": [
+        {"fold": i, "test": [r["name"] for r in f["rows"]], "summary": f["summary"]} for i, f in zip(fold_ids, per_fold)]}
+
+
 def fold_means(per_fold: list[dict]) -> dict:
     """Mean and std over folds of each fold's mean score."""
     out = {}
@@ -131,21 +168,28 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true", help="with --test: also score the fold ensemble")
     parser.add_argument("--by-kind", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="also calibrate each finished fold's model again on its validation frames with today's "
+                             "calibration (thresholds, then the smallest cell) and score its test frames with it")
+    parser.add_argument("--only", help="comma-separated fold numbers to train (the others are reported if finished)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: the tables of the folds finished so far (OUT/partial.json)")
     args = parser.parse_args()
     if args.ensemble and args.test is None:
         raise SystemExit("error: --ensemble is scored on --test DIR (the folds' own frames were seen by the others)")
+    only = None if args.only is None else {int(i) for i in args.only.split(",")}
+    if only is not None and not only <= set(range(args.folds)):
+        raise SystemExit(f"error: --only {args.only}: folds are numbered 0 to {args.folds - 1}")
     device = resolve_device(args.device)
     pairs = find_pairs(args.annotations)
     groups = groups_of(pairs, args.same)
     folds = make_folds(groups, args.folds, args.seed)
-    per_fold, models, fold_ids = [], [], []
+    per_fold, models, fold_ids, recalibrated = [], [], [], []
     for i in range(args.folds):
         folder = args.out / f"fold-{i}"
         done = folder / "scores.json"
         model_dir = folder / "model"
-        if args.report and not done.is_file():
+        if (args.report or (only is not None and i not in only)) and not done.is_file():
             continue
         if not done.is_file():
             train_pairs, val_pairs, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
@@ -160,20 +204,13 @@ def main() -> None:
         per_fold.append(json.loads(done.read_text()))
         models.append(str(model_dir))
         fold_ids.append(i)
+        if args.recalibrate:
+            recalibrated.append(recalibrate_fold(folder, groups, folds, i, args, device))
     if not per_fold:
         raise SystemExit(f"{args.out}: no fold has finished yet (fold-i/scores.json)")
-    rows = [r for f in per_fold for r in f["rows"]]
-    label = f"{args.folds}-fold" if len(per_fold) == args.folds else f"{len(per_fold)} of {args.folds} folds"
-    held_out = {"model": label, "architecture": args.arch, "tta": args.tta, "frames": len(rows),
-                **aggregate(rows)}
-    tables = [held_out] + (by_kind([{**held_out, "rows": rows}]) if args.by_kind else [])
-    print_table(tables, f"held out: {len(rows)} frames of {args.annotations}, each scored by the fold model that "
-                        f"never saw it; mean +- std over frames")
-    means = fold_means(per_fold)
-    print("over folds (mean +- std of the fold means): " + ", ".join(
-        f"{k} {means[k]['mean']:.3f} +- {means[k]['std']:.3f}" for k in COLUMNS))
-    report = {"held_out": held_out, "over_folds": means, "folds": [
-        {"fold": i, "test": [r["name"] for r in f["rows"]], "summary": f["summary"]} for i, f in zip(fold_ids, per_fold)]}
+    report = held_out_report(per_fold, fold_ids, args, "")
+    if recalibrated:
+        report["recalibrated"] = held_out_report(recalibrated, fold_ids, args, ", recalibrated")
     if args.test is not None:
         test_pairs = find_pairs(args.test)
         results = [score_model(m, test_pairs, tta=args.tta, device=device) for m in models]
@@ -185,7 +222,8 @@ def main() -> None:
                   f"({results[-1]['seconds'] / len(test_pairs):.2f} s vs {single / len(test_pairs):.2f} s)")
         print_table(results, f"{len(test_pairs)} images of {args.test} (no fold trained on them)")
         report["test"] = [{k: v for k, v in r.items() if k != "rows"} for r in results]
-    (args.out / ("partial.json" if args.report else "crossval.json")).write_text(json.dumps(report, indent=1))
+    complete = len(per_fold) == args.folds and not args.report
+    (args.out / ("crossval.json" if complete else "partial.json")).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

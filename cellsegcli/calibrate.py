@@ -5,13 +5,15 @@ outline reaches and the seed (interior) threshold how touching cells are split. 
 post-processing step, :func:`calibrate` runs the model once over annotated frames, then tries every
 pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances` and keeps
 the pair with the best mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads
-first). Ties go to the pair nearest the model's current one, which stays unless the best pair beats it by
+first). With ``sizes``, the smallest cell kept (``min_size``) is then chosen the same way at that pair, among
+shares of the typical cell's area (:data:`SIZE_FRACTIONS`) and the annotations' own minimum. Ties go to the pair nearest the model's current one, which stays unless the best pair beats it by
 ``MARGIN`` (a few frames must not talk a good model out of its thresholds). ``cellseg train`` calibrates on its
 validation frames; ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # with it, while an uncalibrated model still gained 0.05-0.09 from a single frame (README, Training)
 MARGIN = 0.01
 SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# candidate smallest cells, as shares of the area of a disk of the model's cell diameter: fragments of cells
+# and debris are most of a phase model's false positives (on fold 3 of the 4-fold phase cross-validation, the
+# objects under 600 px were 122 of its 238 false positives and 21 of its 564 true cells; the annotations'
+# own minimum there was 120 px, 0.05 of the typical cell)
+SIZE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -35,13 +42,15 @@ class Setting:
     jaccard: float
     f1: float
     mean_ap: float
+    min_size: int | None = None   # the smallest cell kept, in the frames' pixels (None: not swept)
 
     @property
     def objective(self) -> float:
         return (self.jaccard + self.f1) / 2
 
     def as_dict(self) -> dict[str, float]:
-        return {"threshold": self.threshold, "seed_threshold": self.seed_threshold,
+        size = {} if self.min_size is None else {"min_size": self.min_size}
+        return {"threshold": self.threshold, "seed_threshold": self.seed_threshold, **size,
                 "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5), "mean_ap": round(self.mean_ap, 5),
                 "objective": round(self.objective, 5)}
 
@@ -82,6 +91,42 @@ def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size:
     return settings
 
 
+def sweep_sizes(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], sizes: Iterable[int], *,
+                threshold: float, seed_threshold: float, holes: bool = False,
+                progress: Callable[..., None] | None = None) -> list[Setting]:
+    """Mean scores of each smallest-cell size over annotated frames, at one threshold pair (see :func:`sweep`)."""
+    from .instances import label_instances
+    from .metrics import frame_scores
+
+    if len(maps) != len(truths) or not maps:
+        raise ValueError(f"need as many probability maps as ground truths, and at least one "
+                         f"({len(maps)} vs {len(truths)})")
+    sizes = list(sizes)
+    settings = []
+    for size in sizes:
+        rows = [frame_scores(label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=threshold,
+                                             seed_threshold=seed_threshold, min_size=size, holes=holes), gt)
+                for prob, gt in zip(maps, truths, strict=True)]
+        settings.append(Setting(threshold, seed_threshold, *(float(np.mean([r[k] for r in rows]))
+                                                             for k in ("jaccard", "f1", "mean_ap")), min_size=size))
+        if progress is not None:
+            progress(len(settings), len(sizes))
+    return settings
+
+
+def best_size(settings: Sequence[Setting], current: int, *, margin: float = 0.0) -> Setting:
+    """The size with the highest objective; ties go to the one nearest ``current`` (by ratio), which stays
+    unless the best beats it by at least ``margin``."""
+    def distance(s: Setting) -> float:
+        return abs(math.log(max(s.min_size, 1) / max(current, 1)))
+
+    top = max(settings, key=lambda s: (round(s.objective, 9), -distance(s)))
+    kept = [s for s in settings if s.min_size == current]
+    if kept and top.objective - kept[0].objective < margin:
+        return kept[0]
+    return top
+
+
 def best(settings: Sequence[Setting], default: tuple[float, float] = (0.5, 0.5), *, margin: float = 0.0) -> Setting:
     """The setting with the highest objective; ties (to 1e-9) go to the one nearest ``default``, and the
     ``default`` setting itself (when swept) stays unless the best beats it by at least ``margin``."""
@@ -103,19 +148,25 @@ class Calibration:
     n_frames: int
     tta: str
     diameter: float | None = None   # the --diameter the frames were segmented with (None: as given)
+    size_settings: list[Setting] = dataclasses.field(default_factory=list)   # with sizes: the sizes tried
+    model_min_size: int | None = None   # the chosen smallest cell in the model's own pixels (None: not chosen)
 
     def record(self) -> dict:
         """What a model's provenance keeps of the calibration."""
+        sizes = {} if self.model_min_size is None else {"sizes": {
+            "fractions_of_cell_area": list(SIZE_FRACTIONS), "tried": [s.min_size for s in self.size_settings],
+            "model_min_size": self.model_min_size}}
         return {"frames": self.n_frames, "tta": self.tta, "diameter": self.diameter,
                 "objective": "mean of pixel Jaccard and F1@0.5", "margin": MARGIN,
-                "before": self.current.as_dict(), "after": self.chosen.as_dict()}
+                "before": self.current.as_dict(), "after": self.chosen.as_dict(), **sizes}
 
 
 def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: float | None = None,
-                      progress: Callable[..., None] | None = None) -> Calibration:
+                      sizes: bool = False, progress: Callable[..., None] | None = None) -> Calibration:
     """Choose ``model``'s thresholds on annotated samples (``training.data.Sample``), with its
-    probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``."""
-    from .pipeline import SegmentConfig, frame_settings, make_predictor
+    probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``; with
+    ``sizes`` (and a model that records its cell diameter) then its smallest cell kept."""
+    from .pipeline import SegmentConfig, frame_settings, input_scale, make_predictor
 
     config = model.config
     segment = SegmentConfig(tta=tta, diameter=diameter)
@@ -124,30 +175,47 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     truths = [s.labels for s in samples]
     binary = len(config.outputs) == 1   # sweep() then tries the cell threshold only
     min_size = frame_settings(config, segment).min_size
-    settings = sweep(maps, truths, min_size=min_size, holes=config.holes, thresholds=sorted({*THRESHOLDS, config.threshold}),
-                     seed_thresholds=sorted({*SEED_THRESHOLDS, config.seed_threshold}), progress=progress)
+    candidates: list[int] = []
+    if sizes and config.diameter:
+        scale = input_scale(config, diameter)
+        area = math.pi / 4 * (config.diameter / scale) ** 2   # a typical cell, in the frames' pixels
+        candidates = sorted({min_size, *(max(1, round(f * area)) for f in SIZE_FRACTIONS)})
+    thresholds = sorted({*THRESHOLDS, config.threshold})
+    seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})
+    total = len(thresholds) * (1 if binary else len(seeds)) + len(candidates)
+    report = None if progress is None else (lambda done, _: progress(done, total))
+    settings = sweep(maps, truths, min_size=min_size, holes=config.holes, thresholds=thresholds,
+                     seed_thresholds=seeds, progress=report)
     current = next(s for s in settings if s.threshold == config.threshold
                    and (binary or s.seed_threshold == config.seed_threshold))
     chosen = best(settings, (current.threshold, current.seed_threshold), margin=MARGIN)
-    return Calibration(chosen, current, settings, len(samples), tta, diameter)
+    if not candidates:
+        return Calibration(chosen, current, settings, len(samples), tta, diameter)
+    done = len(settings)
+    size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
+                                seed_threshold=chosen.seed_threshold, holes=config.holes,
+                                progress=None if progress is None else (lambda d, _: progress(done + d, total)))
+    chosen = best_size(size_settings, min_size, margin=MARGIN)
+    current = dataclasses.replace(current, min_size=min_size)
+    model_min_size = config.min_size if chosen.min_size == min_size else round(chosen.min_size * scale**2)
+    return Calibration(chosen, current, settings, len(samples), tta, diameter, size_settings, model_min_size)
 
 
 def apply(folder, calibration: Calibration):
     """Write the chosen thresholds, and the calibration record, into a model folder's config.json."""
-    import dataclasses
-
     from .models import read_config, write_config
 
     config = read_config(folder)
     training = {**config.training, "calibration": calibration.record()}
+    size = {} if calibration.model_min_size is None else {"min_size": calibration.model_min_size}
     new = dataclasses.replace(config, threshold=calibration.chosen.threshold,
-                              seed_threshold=calibration.chosen.seed_threshold, training=training)
+                              seed_threshold=calibration.chosen.seed_threshold, training=training, **size)
     write_config(folder, new)
     return new
 
 
 def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diameter: float | None = None,
-                     out=None, write: bool = True, progress: Callable[..., None] | None = None) -> Calibration:
+                     out=None, write: bool = True, sizes: bool = True, progress: Callable[..., None] | None = None) -> Calibration:
     """Calibrate a model on every annotated pair in ``annotations`` (images/ + masks/, or name_masks).
 
     Writes the thresholds into ``out`` (a copy of the model folder) or, without ``out``, into the model
@@ -171,7 +239,7 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diam
         raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
     model = load_model(folder)
     samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
-    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, progress=progress)
+    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, sizes=sizes, progress=progress)
     if write:
         target = Path(out) if out is not None else folder
         if out is not None and target.exists() and any(target.iterdir()):

@@ -189,7 +189,7 @@ def train_cli(
                              "by --resume) once training has finished, leaving a ~30 MB model folder.")] = False,
     overwrite: Annotated[bool, _flag("--overwrite", help="Replace a model already in OUT.")] = False,
     calibrate: Annotated[bool, _flag("--calibrate/--no-calibrate", help="Choose the cell and seed "
-                         "thresholds on the validation frames after training.")] = True,
+                         "thresholds, then the smallest cell kept, on the validation frames after training.")] = True,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -231,8 +231,10 @@ def train_cli(
                          f"val Jaccard {result.best_val_jaccard:.4f}; stopped: {result.stopped}; model in {out}")
             if result.calibration:
                 a, b = result.calibration["after"], result.calibration["before"]
+                size = result.calibration.get("sizes", {}).get("model_min_size")
                 console.info(f"calibrated on {result.calibration['frames']} validation frames: threshold "
-                             f"{a['threshold']}, seed threshold {a['seed_threshold']} (Jaccard {b['jaccard']:.4f} -> "
+                             f"{a['threshold']}, seed threshold {a['seed_threshold']}"
+                             f"{'' if size is None else f', smallest cell {size} px'} (Jaccard {b['jaccard']:.4f} -> "
                              f"{a['jaccard']:.4f}, F1 {b['f1']:.4f} -> {a['f1']:.4f})")
 
     _run(action, debug=debug, as_json=as_json)
@@ -599,11 +601,14 @@ def calibrate_cli(
     dry_run: Annotated[bool, _flag("--dry-run", help="Print the chosen thresholds, write nothing.")] = False,
     diameter: Annotated[Optional[float], typer.Option("--diameter", help="Typical cell diameter in these frames, "
                         "in pixels, as you will pass it to segment.")] = None,
+    sizes: Annotated[bool, _flag("--min-size/--keep-min-size", help="Also choose the smallest cell kept (among "
+                     "shares of the model's typical cell area), after the thresholds.")] = True,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Choose a model's cell and seed thresholds on annotated frames (best mean of pixel Jaccard and F1@0.5)."""
+    """Choose a model's cell and seed thresholds, then its smallest cell, on annotated frames (best mean of
+    pixel Jaccard and F1@0.5)."""
 
     def action() -> None:
         from . import console
@@ -614,7 +619,7 @@ def calibrate_cli(
         dev = resolve_device(device)
         with console.progress("calibrate", unit="settings", quiet=as_json) as report:
             result = calibrate_folder(model, annotations, dev, tta=resolve_tta(tta.value, dev), diameter=diameter,
-                                      out=out, write=not dry_run, progress=report)
+                                      out=out, write=not dry_run, sizes=sizes, progress=report)
         record = result.record()
         if as_json:
             console.print_json(record)
@@ -625,7 +630,8 @@ def calibrate_cli(
                       [[s.threshold, s.seed_threshold, s.jaccard, s.f1, s.mean_ap] for s in top])
         c, b = result.chosen, result.current
         where = "not written (--dry-run)" if dry_run else f"written to {(out or model)}"
-        console.info(f"thresholds {b.threshold}/{b.seed_threshold} -> {c.threshold}/{c.seed_threshold}: "
+        size = "" if result.model_min_size is None else f", smallest cell {b.min_size} -> {c.min_size} px"
+        console.info(f"thresholds {b.threshold}/{b.seed_threshold} -> {c.threshold}/{c.seed_threshold}{size}: "
                      f"Jaccard {b.jaccard:.4f} -> {c.jaccard:.4f}, F1 {b.f1:.4f} -> {c.f1:.4f}; {where}")
 
     _run(action, debug=debug, as_json=as_json)

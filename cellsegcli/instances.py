@@ -59,7 +59,9 @@ def label_instances(
     seed_threshold : float
         Interior probability at or above which a pixel is a seed pixel.
     min_size : int
-        Instances with fewer pixels than this (after separation) are removed.
+        Instances with fewer pixels than this (after separation) join the instance of at least ``min_size``
+        they border most (:func:`absorb_small`: a fragment split off a cell goes back to it); those that
+        border none are removed.
     min_seed_size : int
         Seeds with fewer pixels than this are ignored (specks of the interior map would each split
         off a piece of their cell).
@@ -101,7 +103,60 @@ def label_instances(
     labels = _seeded_growth(mask, interior, seed_threshold, min_seed_size)
     if not holes:
         labels = fill_holes(labels, connected=True)
-    return _sequential(labels, min_size)
+    if min_size <= 1:
+        return _sequential(labels, min_size)
+    areas, boxes = regions.areas_and_boxes(labels)
+    labels, areas = _absorb(labels, min_size, areas, boxes)
+    return _sequential(labels, min_size, areas)
+
+
+# the 8 neighbours of a pixel, as (dy, dx)
+_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def absorb_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` where each instance of fewer than ``min_size`` pixels has joined the instance of at least
+    ``min_size`` pixels it shares the most 8-adjacent pixel pairs with (ties: the lower id); one that borders
+    no such instance keeps its id (for removal). One pass over the original labels, so the order of the
+    small instances does not matter; only their boxes are visited. ``device_labels`` does the same in torch.
+    """
+    if min_size <= 1:
+        return labels
+    return _absorb(labels, min_size, *regions.areas_and_boxes(labels))[0]
+
+
+def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`absorb_small` given the labels' areas and boxes (``regions.areas_and_boxes``); returns the new
+    labels and their areas."""
+    small = (areas > 0) & (areas < min_size)
+    small[0] = False
+    ids = np.flatnonzero(small)
+    if not len(ids):
+        return labels, areas
+    big = areas >= min_size
+    big[0] = False
+    h, w = labels.shape
+    out = labels.copy()
+    areas = areas.copy()
+    for i in ids:
+        y0, x0, y1, x1 = (int(v) for v in boxes[i - 1])
+        ya, xa, yb, xb = max(y0 - 1, 0), max(x0 - 1, 0), min(y1 + 1, h), min(x1 + 1, w)
+        window = labels[ya:yb, xa:xb]
+        own = window == i
+        found = []
+        for dy, dx in _OFFSETS:   # the neighbour q = p + (dy, dx) of each pixel p of the instance
+            hh, ww = own.shape
+            p = own[max(-dy, 0):hh - max(dy, 0), max(-dx, 0):ww - max(dx, 0)]
+            q = window[max(dy, 0):hh - max(-dy, 0), max(dx, 0):ww - max(-dx, 0)]
+            found.append(q[p])
+        near = np.concatenate(found)
+        near = near[big[near]]
+        if len(near):
+            target = np.bincount(near).argmax()
+            out[ya:yb, xa:xb][own] = target
+            areas[target] += areas[i]
+            areas[i] = 0
+    return out, areas
 
 
 def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float, min_seed_size: int) -> np.ndarray:
@@ -134,10 +189,11 @@ def _box(row: np.ndarray) -> tuple[slice, slice]:
     return slice(int(row[0]), int(row[2])), slice(int(row[1]), int(row[3]))
 
 
-def _sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
+def _sequential(labels: np.ndarray, min_size: int = 0, areas: np.ndarray | None = None) -> np.ndarray:
     """``labels`` without the ids of fewer than ``min_size`` pixels, renumbered 1..N in the order of their
-    ids, as uint32 (``_drop_small`` + ``relabel_sequential`` in one pass)."""
-    present = regions.label_areas(labels) >= max(min_size, 1)
+    ids, as uint32 (``_drop_small`` + ``relabel_sequential`` in one pass); ``areas``: their pixel counts,
+    when known."""
+    present = (regions.label_areas(labels) if areas is None else areas) >= max(min_size, 1)
     present[0] = False
     lookup = np.cumsum(present).astype(np.uint32)
     lookup[~present] = 0
@@ -174,7 +230,7 @@ def label_instances_reference(
     labels = np.where(orphans > 0, orphans + labels.max(), labels)
     if not holes:
         labels = fill_holes(labels)
-    labels = _drop_small(labels, min_size)
+    labels = _drop_small(absorb_small(labels, min_size), min_size)
     return relabel_sequential(labels.astype(np.uint32, copy=False))[0]
 
 

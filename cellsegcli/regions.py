@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["CROFTON4", "boxes", "boxes_and_euler", "label_areas", "region_sums", "relabel", "seed_components"]
+__all__ = ["CROFTON4", "areas_and_boxes", "boxes", "boxes_and_euler", "label_areas", "region_sums", "relabel", "seed_components"]
 
 _S2 = np.sqrt(2)
 CROFTON4 = np.array([0, np.pi / 4 * (1 + 1 / _S2), np.pi / (4 * _S2), np.pi / (2 * _S2), 0, np.pi / 4 * (1 + 1 / _S2),
@@ -29,6 +29,12 @@ belong to the cell."""
 def label_areas(labels: np.ndarray) -> np.ndarray:
     """(max + 1,) pixel count of every id 0..max of a (Y, X) non-negative integer array."""
     return _counts(np.ascontiguousarray(labels), int(labels.max(initial=0)))
+
+
+def areas_and_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`label_areas` and :func:`boxes` of every id 1..max in one pass: ((max + 1,) pixel counts,
+    (max, 4) half-open boxes y0, x0, y1, x1, y1 = 0 for an absent id)."""
+    return _counts_boxes(np.ascontiguousarray(labels), int(labels.max(initial=0)))
 
 
 def relabel(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
@@ -88,6 +94,37 @@ def _counts(labels, top):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _counts_boxes(labels, top):  # pragma: no cover - compiled
+    h, w = labels.shape
+    out = np.zeros(top + 1, np.int64)
+    box = _empty_boxes(top, h, w)
+    for y in range(h):
+        for x in range(w):
+            v = labels[y, x]
+            out[v] += 1
+            if v != 0:
+                _grow_box(box, v - 1, y, x)
+    return out, box
+
+
+@njit(cache=True, nogil=True)
+def _empty_boxes(n, h, w):  # pragma: no cover - compiled
+    """(n, 4) boxes that any pixel shrinks: y0 = h, x0 = w, y1 = x1 = 0."""
+    box = np.zeros((n, 4), np.int64)
+    box[:, 0] = h
+    box[:, 1] = w
+    return box
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grow_box(box, i, y, x):  # pragma: no cover - compiled
+    box[i, 0] = min(box[i, 0], y)
+    box[i, 1] = min(box[i, 1], x)
+    box[i, 2] = max(box[i, 2], y + 1)
+    box[i, 3] = max(box[i, 3], x + 1)
+
+
+@njit(cache=True, nogil=True)
 def _relabel(labels, lookup):  # pragma: no cover - compiled
     out = np.empty(labels.shape, lookup.dtype)
     flat, src = out.ravel(), labels.ravel()
@@ -111,19 +148,12 @@ def _seed_components(seeds, components, n_seeds):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _boxes(labels, n):  # pragma: no cover - compiled
     h, w = labels.shape
-    box = np.zeros((n, 4), np.int64)
-    box[:, 0] = h
-    box[:, 1] = w
+    box = _empty_boxes(n, h, w)
     for y in range(h):
         for x in range(w):
             v = labels[y, x]
-            if v == 0:
-                continue
-            i = v - 1
-            box[i, 0] = min(box[i, 0], y)
-            box[i, 1] = min(box[i, 1], x)
-            box[i, 2] = max(box[i, 2], y + 1)
-            box[i, 3] = max(box[i, 3], x + 1)
+            if v != 0:
+                _grow_box(box, v - 1, y, x)
     return box
 
 

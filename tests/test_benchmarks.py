@@ -170,8 +170,15 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
     args = [sys.executable, str(BENCHMARKS / "crossval.py"), str(tmp_path / "ann"), "-o", str(tmp_path / "cv"),
             "--folds", "2", "--arch", "resnet18-fpn", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
             "--crop", "64", "--device", "cpu", "--test", str(tmp_path / "test"), "--ensemble", "--loader-workers", "1"]
+    one = subprocess.run(args + ["--only", "1"], capture_output=True, text=True)     # one fold, the others later
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert "fold 1:" in one.stderr and "fold 0:" not in one.stderr
+    assert json.loads((tmp_path / "cv" / "partial.json").read_text())["held_out"]["frames"] == 3
+    wrong = subprocess.run(args + ["--only", "2"], capture_output=True, text=True)
+    assert wrong.returncode != 0 and "--only 2: folds are numbered 0 to 1" in wrong.stderr
     done = subprocess.run(args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "fold 0:" in done.stderr and "fold 1:" not in done.stderr                 # fold 1 is kept
     report = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert report["held_out"]["frames"] == 6
     assert sorted(n for f in report["folds"] for n in f["test"]) == [f"im{i}" for i in range(6)]

@@ -181,3 +181,39 @@ def test_calibrate_with_diameter_segments_as_segment_would_and_records_it(tmp_pa
     # the model's own diameter resizes nothing: the very same scores; twice it halves the frames first
     assert records["20"]["before"] == records[None]["before"]
     assert records["40"]["before"] != records[None]["before"]
+
+
+def test_sizes_sweep_drops_debris_the_annotations_do_not_have():
+    from cellsegcli.calibrate import best_size, sweep_sizes
+
+    labels = _touching_pairs()
+    prob = np.stack([0.9 * (labels > 0), 0.9 * interior_target(labels)]).astype(np.float32)
+    prob[0, 90:94, 2:6] = 0.9                 # a 16 px speck of debris, alone on the background
+    prob[1, 90:94, 2:6] = 0.9
+    settings = sweep_sizes([prob], [labels], [1, 10, 20, 500], threshold=0.5, seed_threshold=0.5)
+    assert [s.min_size for s in settings] == [1, 10, 20, 500]
+    by = {s.min_size: s for s in settings}
+    assert by[20].f1 == 1.0 and by[1].f1 < 1.0 and by[10].f1 == by[1].f1     # the speck is 16 px
+    assert by[500].f1 == 0.0                                                  # every cell (448 px) goes too
+    assert best_size(settings, current=1).min_size == 20
+    assert best_size(settings[:3], current=1, margin=0.2).min_size == 1      # not beaten by the margin
+
+
+def test_calibrate_chooses_the_smallest_cell_too_when_the_model_knows_its_cell_size(tmp_path):
+    import dataclasses
+
+    from cellsegcli.models.folder import read_config, write_config
+
+    weights, ann = _model_and_annotations(tmp_path)
+    folder = weights / "tiny"
+    write_config(folder, dataclasses.replace(read_config(folder), diameter=20.0, min_size=7))
+    result = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    tried = record["sizes"]["tried"]
+    assert tried == sorted({7, *(round(f * 3.14159265 / 4 * 400) for f in (0.05, 0.1, 0.15, 0.2, 0.3))})
+    assert record["before"]["min_size"] == 7 and record["after"]["min_size"] in tried
+    assert json.loads((folder / "config.json").read_text())["min_size"] == record["sizes"]["model_min_size"]
+    kept = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json", "--keep-min-size",
+                               "--dry-run"])
+    assert kept.exit_code == 0 and "sizes" not in json.loads(kept.stdout)

@@ -214,3 +214,16 @@ def test_shipped_models_outputs_agree(shared_data, model_name: str) -> None:
     assert ref.max() > 10
     assert object_scores(got, ref)["f1"] >= 0.98
     assert np.mean(got == ref) >= 0.995
+
+
+def test_small_instances_are_absorbed_on_the_device_as_on_the_cpu():
+    from cellsegcli.device_labels import _absorb_small
+    from cellsegcli.instances import absorb_small
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        labels = ndi.median_filter(rng.integers(0, 12, (40, 48)), 3)
+        min_size = int(rng.integers(2, 60))
+        cpu = absorb_small(labels, min_size)
+        dev = _absorb_small(torch.from_numpy(labels), min_size, 13).numpy()
+        assert (cpu == dev).all(), trial

@@ -365,3 +365,57 @@ def test_fill_holes_of_connected_instances_uses_the_euler_number() -> None:
     ring[3:6, 3:6] = 0
     ring[4, 4] = 2   # an instance inside the hole of another: swallowed
     np.testing.assert_array_equal(fill_holes(ring, connected=True), np.pad(np.ones((7, 7), np.uint16), 1))
+
+
+def _fragments() -> np.ndarray:
+    labels = np.zeros((20, 30), np.int64)
+    labels[2:12, 2:12] = 1        # 100 px
+    labels[2:12, 12:14] = 2       # 20 px, borders 1 only
+    labels[15:17, 20:22] = 3      # 4 px, borders nothing
+    labels[2:12, 16:26] = 4       # 100 px
+    labels[5:7, 14:16] = 5        # 4 px, borders 2 (small) on its left and 4 (big) on its right
+    return labels
+
+
+def test_small_instances_join_the_big_neighbour_they_border_or_go():
+    from cellsegcli.instances import absorb_small
+
+    labels = _fragments()
+    out = absorb_small(labels, 30)
+    assert (out[labels == 2] == 1).all()          # a fragment goes back to its cell
+    assert (out[labels == 5] == 4).all()          # small neighbours do not count, the big one does
+    assert (out[labels == 3] == 3).all()          # isolated: kept for removal
+    assert (out[(labels == 1) | (labels == 4)] == labels[(labels == 1) | (labels == 4)]).all()
+    assert absorb_small(labels, 0) is labels and absorb_small(labels, 4) is labels   # nothing under 4 px
+
+
+def test_a_small_instance_between_two_cells_joins_the_longer_border_then_the_lower_id():
+    from cellsegcli.instances import absorb_small
+
+    labels = np.zeros((12, 20), np.int64)
+    labels[:, :8] = 1
+    labels[:, 11:] = 2
+    labels[3:9, 8:11] = 3            # 18 px: borders 1 and 2 over 6 rows each
+    assert (absorb_small(labels, 20)[labels == 3] == 1).all()
+    labels[2, 10] = 3                # one more pixel pair with 2 only (its right neighbours)
+    assert (absorb_small(labels, 20)[labels == 3] == 2).all()
+
+
+def test_label_instances_gives_a_cell_back_its_split_off_piece():
+    # one cell whose interior map holds a big seed and a stray small one: the piece the small seed grows
+    # is under min_size and joins the cell instead of being erased from it
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:35, 5:35] = 1
+    fg = (labels > 0).astype(np.float32)
+    interior = np.zeros_like(fg)
+    interior[8:30, 8:30] = 0.95
+    interior[31:34, 31:34] = 0.95     # 9 px seed at the corner...
+    interior[30:35, 30:35] = np.maximum(interior[30:35, 30:35], 0.0)
+    out = label_instances(fg, interior, seed_threshold=0.9, min_seed_size=4, min_size=100)
+    assert out.max() == 1 and (out > 0).sum() == 900
+    from cellsegcli.instances import label_instances_reference
+
+    ref = label_instances_reference(fg, interior, seed_threshold=0.9, min_seed_size=4, min_size=100)
+    assert (ref == out).all()
+    kept = label_instances(fg, interior, seed_threshold=0.9, min_seed_size=4, min_size=0)
+    assert kept.max() == 2                                    # without min_size the piece is its own instance

@@ -87,7 +87,7 @@ class TrainConfig:
     max_minutes: float | None = None    # stop cleanly (checkpointed) after this long
     schedule: str = "plateau"           # plateau: halve the lr when val loss stalls; cosine: decay to 0 at --epochs
     sampling: str = "area"              # area: crops drawn from images in proportion to size; image: equally
-    calibrate: bool = True              # choose the post-processing thresholds on the validation frames
+    calibrate: bool = True              # choose the post-processing thresholds and min_size on the validation frames
     ema: float | None = None            # decay of an average of the weights, validated and saved instead
     loss: str = "bce-dice"              # bce-dice (the papers') | bce-lovasz (BCE + Lovász hinge, IoU-aware)
     description: str | None = None      # for config.json (default: what it was trained on, and how)
@@ -540,7 +540,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         from ..calibrate import apply, calibrate_samples
 
         model = load_model(out)
-        result = calibrate_samples(model, val_samples, device)
+        result = calibrate_samples(model, val_samples, device, sizes=True)
         with _checkpoint_errors(out, saved_epoch):
             apply(out, result)
         calibration = result.record()
