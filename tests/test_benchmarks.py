@@ -184,8 +184,11 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
     assert sorted(n for f in report["folds"] for n in f["test"]) == [f"im{i}" for i in range(6)]
     assert [r["model"] for r in report["test"]] == ["model", "model", "ensemble of 2"]
     assert "held out: 6 frames" in done.stdout and "ensemble:" in done.stdout
-    again = subprocess.run(args, capture_output=True, text=True)      # finished folds are not retrained
-    assert again.returncode == 0 and "fold 0:" not in again.stderr
+    again = subprocess.run(args + ["--recalibrate"], capture_output=True, text=True)   # finished: not retrained
+    assert again.returncode == 0 and "fold 0:" not in again.stderr, again.stderr[-2000:]
+    recalibrated = json.loads((tmp_path / "cv" / "crossval.json").read_text())["recalibrated"]
+    assert recalibrated["held_out"]["frames"] == 6 and "fold 1 recalibrated:" in again.stderr
+    assert all((tmp_path / "cv" / f"fold-{i}" / "model-recalibrated" / "config.json").is_file() for i in (0, 1))
     report_only = subprocess.run(args[:5] + ["--folds", "2", "--report"], capture_output=True, text=True)
     assert report_only.returncode == 0, report_only.stderr[-2000:]
     assert json.loads((tmp_path / "cv" / "partial.json").read_text())["held_out"]["frames"] == 6
