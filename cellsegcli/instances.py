@@ -106,7 +106,7 @@ def label_instances(
     if min_size <= 1:
         return _sequential(labels, min_size)
     areas, boxes = regions.areas_and_boxes(labels)
-    labels, areas = _absorb(labels, min_size, areas, boxes)
+    labels, areas = _absorb(labels, min_size, areas, boxes, in_place=True)   # labels is ours: a new array
     return _sequential(labels, min_size, areas)
 
 
@@ -125,9 +125,10 @@ def absorb_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return _absorb(labels, min_size, *regions.areas_and_boxes(labels))[0]
 
 
-def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndarray, *,
+            in_place: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`absorb_small` given the labels' areas and boxes (``regions.areas_and_boxes``); returns the new
-    labels and their areas."""
+    labels (``labels`` itself, changed, with ``in_place``) and their areas."""
     small = (areas > 0) & (areas < min_size)
     small[0] = False
     ids = np.flatnonzero(small)
@@ -136,8 +137,8 @@ def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndar
     big = areas >= min_size
     big[0] = False
     h, w = labels.shape
-    out = labels.copy()
     areas = areas.copy()
+    moves = []   # applied after every small instance has looked at the original labels
     for i in ids:
         y0, x0, y1, x1 = (int(v) for v in boxes[i - 1])
         ya, xa, yb, xb = max(y0 - 1, 0), max(x0 - 1, 0), min(y1 + 1, h), min(x1 + 1, w)
@@ -153,9 +154,12 @@ def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndar
         near = near[big[near]]
         if len(near):
             target = np.bincount(near).argmax()
-            out[ya:yb, xa:xb][own] = target
+            moves.append((ya, yb, xa, xb, own, target))
             areas[target] += areas[i]
             areas[i] = 0
+    out = labels if in_place else labels.copy()
+    for ya, yb, xa, xb, own, target in moves:
+        out[ya:yb, xa:xb][own] = target
     return out, areas
 
 
