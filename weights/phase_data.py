@@ -4,10 +4,10 @@
     python weights/phase_data.py runs/phase-all --all
 
 The validation frames are sets 04, 09, ..., 39 (every fifth); sets 23 and 40, the same field, both train.
-Stages 1-5 of the shipped `phase` model were trained on this folder (fingerprint 81c6b6b54542ef69). Stage 6,
-the shipped one, trained on every frame (``--all``: the 40 frames train, the same 8 also in val/, which then
-chooses nothing: its thresholds are stage 5's and its smallest cell the cross-validation's; fingerprint
-f521c34ba49a4b02, in weights/phase/config.json and checked here).
+Every stage of the shipped `phase` model was trained on this folder (its data fingerprint 81c6b6b54542ef69
+is in weights/phase/config.json and is checked here). ``--all`` makes the folder of the stage-6 experiment
+(every frame trains, the same 8 also in val/; fingerprint f521c34ba49a4b02), which was not shipped: see
+weights/README.md.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--source", type=Path, default=HERE.parent.parent / "shared" / "data" / "usiigaci-phase")
-    parser.add_argument("--all", action="store_true", help="every frame trains (stage 6, the shipped model)")
+    parser.add_argument("--all", action="store_true", help="every frame trains (the stage-6 experiment)")
     args = parser.parse_args()
     found = make(args.out, args.source, every_frame=args.all)
     expected = FINGERPRINT_ALL if args.all else FINGERPRINT

@@ -8,11 +8,6 @@ Copies the best checkpoint (``model.safetensors``, fp16), ``history.csv`` and ``
 cell areas of the training split; their median equivalent diameter), so a model fine-tuned from one without
 them gets them too; calibrates the cell and seed thresholds on the run's validation split (the images its
 config.json names, ``cellsegcli.calibrate``, TTA none); and writes paths relative to the project (``../shared/data/...``) into the provenance.
-
-A run that trained on its validation frames too (every annotated frame, as the shipped phase model since stage
-6) must not choose anything on them: ``--no-calibrate`` keeps the thresholds it started from, and
-``--min-size-fraction F`` sets ``min_size`` to F times the area of a disk of its cell diameter, the share that
-the cross-validation folds' own calibrations chose (``benchmarks/crossval.py --recalibrate``).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -64,10 +58,6 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("run", type=Path)
     parser.add_argument("data", type=Path)
-    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
-                        help="keep the thresholds (the run trained on its validation frames)")
-    parser.add_argument("--min-size-fraction", type=float,
-                        help="min_size = this share of the area of a disk of the cell diameter")
     args = parser.parse_args()
 
     dst = HERE / args.name
@@ -79,23 +69,16 @@ def main() -> None:
     percentiles = config.percentiles
     train_samples = [load_sample(p, percentiles=percentiles) for p in train_pairs]
     min_size, diameter = suggest_min_size(train_samples), cell_diameter(train_samples)
-    rule = "half the 1st percentile of annotated cell areas (training set)"
-    if args.min_size_fraction is not None:
-        min_size = round(args.min_size_fraction * math.pi / 4 * diameter**2)
-        rule = (f"{args.min_size_fraction:g} of the area of a disk of the cell diameter, the share the "
-                f"cross-validation folds' calibrations chose")
-    training = _relative({**config.training, "min_size_rule": rule})
+    training = _relative({**config.training,
+                          "min_size_rule": "half the 1st percentile of annotated cell areas (training set)"})
     write_config(dst, dataclasses.replace(config, name=args.name, min_size=min_size, diameter=diameter,
                                           description=DESCRIPTIONS.get(args.name, config.description),
                                           training=training))
-    record = None
-    if args.calibrate:
-        model = load_model(dst)
-        samples = [load_sample(p, percentiles=percentiles) for p in val_pairs]
-        result = calibrate_samples(model, samples, torch.device("cpu"))
-        apply(dst, result)
-        record = result.record()
-    print(json.dumps({"model": args.name, "min_size": min_size, "diameter": diameter, "calibration": record}, indent=1))
+    model = load_model(dst)
+    samples = [load_sample(p, percentiles=percentiles) for p in val_pairs]
+    result = calibrate_samples(model, samples, torch.device("cpu"))
+    apply(dst, result)
+    print(json.dumps({"model": args.name, "min_size": min_size, "diameter": diameter, "calibration": result.record()}, indent=1))
 
 
 if __name__ == "__main__":
