@@ -96,18 +96,20 @@ def label_instances(
     if interior is None:
         return label_instances_reference(foreground, None, threshold=threshold, min_size=min_size,
                                          cell_radius=cell_radius, holes=holes)
-    interior = np.asarray(interior, dtype=np.float32)
+    interior = np.ascontiguousarray(interior, dtype=np.float32)
     if interior.shape != foreground.shape:
         raise ValueError(f"interior shape {interior.shape} differs from foreground {foreground.shape}")
     mask = foreground >= threshold
-    labels = _seeded_growth(mask, interior, seed_threshold, min_seed_size)
-    if not holes:
-        labels = fill_holes(labels, connected=True)
-    if min_size <= 1:
-        return _sequential(labels, min_size)
-    areas, boxes = regions.areas_and_boxes(labels)
-    labels, areas = _absorb(labels, min_size, areas, boxes, in_place=True)   # labels is ours: a new array
-    return _sequential(labels, min_size, areas)
+    labels, n = _seeded_growth(mask, interior, seed_threshold, min_seed_size)   # a new array: ours to change
+    if holes and min_size <= 1:
+        return _sequential(labels, min_size, in_place=True)
+    if holes:
+        areas, boxes = regions.areas_and_boxes(labels)
+    else:
+        areas, boxes, euler = regions.areas_boxes_euler(labels, n)
+        _fill_enclosed(labels, boxes, np.flatnonzero((boxes[:, 2] > 0) & (euler < 1)) + 1, areas)
+    labels, areas = _absorb(labels, min_size, areas, boxes, in_place=True)
+    return _sequential(labels, min_size, areas, in_place=True)
 
 
 # the 8 neighbours of a pixel, as (dy, dx)
@@ -163,13 +165,14 @@ def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndar
     return out, areas
 
 
-def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float, min_seed_size: int) -> np.ndarray:
+def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float,
+                   min_seed_size: int) -> tuple[np.ndarray, int]:
     """The reference's watershed and orphan instances, one mask component at a time: a lookup gives the
     components with no seed (a new id each, after all seeds, in component order) or one seed (its id);
     only components with several seeds are flooded, inside their boxes."""
-    seeds, n_seeds = ndi.label((interior >= seed_threshold) & mask, _EIGHT)
-    components, n_components = ndi.label(mask, _EIGHT)
-    size, component_of = regions.seed_components(seeds, components, n_seeds)   # a seed lies in one component
+    seeds, n_seeds, size, _, first = regions.label8_regions((interior >= seed_threshold) & mask)
+    components, n_components, _, boxes, _ = regions.label8_regions(mask)
+    component_of = np.concatenate(([0], components.reshape(-1)[first]))   # a seed lies in one component
     kept = size >= max(min_seed_size, 1)   # seeds big enough
     kept[0] = False
     ids = np.flatnonzero(kept)
@@ -182,26 +185,26 @@ def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float
     out = regions.relabel(components, lookup)
     several = np.flatnonzero(per_component > 1)
     if len(several):
-        boxes = regions.boxes(components, n_components)
-        bits = (np.float32(0.0) - interior).view(np.int32)   # the flood's values, -interior (0.0, never -0.0)
-        for c in several:
-            flood.flood_member(bits, components, c, seeds, kept, out, boxes[c - 1])
-    return out
+        for c in several:   # the flood's values: -interior
+            flood.flood_member(interior, components, c, seeds, kept, out, boxes[c - 1], negate=True)
+    return out, int(ids.max(initial=0)) + len(orphans)
 
 
 def _box(row: np.ndarray) -> tuple[slice, slice]:
     return slice(int(row[0]), int(row[2])), slice(int(row[1]), int(row[3]))
 
 
-def _sequential(labels: np.ndarray, min_size: int = 0, areas: np.ndarray | None = None) -> np.ndarray:
+def _sequential(labels: np.ndarray, min_size: int = 0, areas: np.ndarray | None = None, *,
+                in_place: bool = False) -> np.ndarray:
     """``labels`` without the ids of fewer than ``min_size`` pixels, renumbered 1..N in the order of their
     ids, as uint32 (``_drop_small`` + ``relabel_sequential`` in one pass); ``areas``: their pixel counts,
-    when known."""
+    when known. ``in_place``: an int32 ``labels`` is renumbered in its own memory, returned as uint32."""
     present = (regions.label_areas(labels) if areas is None else areas) >= max(min_size, 1)
     present[0] = False
     lookup = np.cumsum(present).astype(np.uint32)
     lookup[~present] = 0
-    return regions.relabel(labels, lookup)
+    own = in_place and labels.dtype == np.int32 and labels.flags.c_contiguous
+    return regions.relabel(labels, lookup, out=labels.view(np.uint32) if own else None)
 
 
 def label_instances_reference(
@@ -261,14 +264,24 @@ def fill_holes(labels: np.ndarray, *, connected: bool = False) -> np.ndarray:
         return out
     boxes, euler = regions.boxes_and_euler(out, n)
     present = boxes[:, 2] > 0
-    candidates = np.flatnonzero(present & (euler < 1) if connected else present) + 1
+    _fill_enclosed(out, boxes, np.flatnonzero(present & (euler < 1) if connected else present) + 1)
+    return out
+
+
+def _fill_enclosed(out: np.ndarray, boxes: np.ndarray, candidates: np.ndarray, areas: np.ndarray | None = None):
+    """:func:`fill_holes` in place for the instances ``candidates`` (ids, ascending) of ``out``, whose boxes
+    are ``boxes``; keeps ``areas`` (pixel counts by id) up to date when given (the boxes stay right: what
+    an instance encloses lies in its box, and a swallowed instance has no pixels left)."""
     for i in candidates:   # in id order: an instance swallowed by an earlier one has no pixels left
         box = _box(boxes[i - 1])
         own = out[box] == i   # of `out`, so an inner instance processed before its host is still swallowed
         hole = _enclosed(own)
         if hole is not None:
+            if areas is not None:
+                taken = out[box][hole]
+                np.subtract.at(areas, taken, 1)
+                areas[i] += len(taken)
             out[box][hole] = i
-    return out
 
 
 def _enclosed(own: np.ndarray) -> np.ndarray | None:

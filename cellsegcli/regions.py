@@ -1,13 +1,15 @@
 """Per-label sums over a whole label image in a few compiled passes (numba), for :mod:`.morphology` (the
-cell table) and :mod:`.instances` (boxes, Euler numbers, relabelling).
+cell table) and :mod:`.instances` (connected components, boxes, Euler numbers, relabelling).
 
-:func:`region_sums` visits every pixel four times, whatever the number of cells, instead of cutting out
-each cell's box in Python: pass 1 the sizes, coordinate and intensity sums, pass 2 the boxes; pass 3 the
-configurations of every 2x2 window (Crofton perimeter, Euler number); pass 4 the central second moments
+:func:`region_sums` visits every pixel three times, whatever the number of cells, instead of cutting out
+each cell's box in Python: pass 1 the sizes, coordinate and intensity sums and the boxes; pass 2 the
+configurations of every 2x2 window (Crofton perimeter, Euler number); pass 3 the central second moments
 (exact integer arithmetic) and each cell's leftmost and rightmost pixel per row; then one convex hull per
-cell from those row ends. Every value equals the per-cell computation (scikit-image's
-``perimeter_crofton``, the hull of the pixel centres by Pick's theorem) up to float rounding;
-``tests/test_morphology.py`` checks it.
+cell from those row ends. Passes that can go a run of one id in a row at a time do (closed-form sums over
+the run): a label image is mostly runs, and one update per run avoids a chain of adds to one counter.
+Every value equals the per-cell computation (scikit-image's ``perimeter_crofton``, the hull of the pixel
+centres by Pick's theorem) up to float rounding; ``tests/test_morphology.py`` checks it. :func:`label8` is
+``scipy.ndimage.label`` with 8-connectivity as a union-find over runs (about half its time).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["CROFTON4", "areas_and_boxes", "boxes", "boxes_and_euler", "label_areas", "region_sums", "relabel", "seed_components"]
+__all__ = ["CROFTON4", "areas_and_boxes", "areas_boxes_euler", "boxes", "boxes_and_euler", "label8", "label8_regions", "label_areas", "region_sums", "relabel"]
 
 _S2 = np.sqrt(2)
 CROFTON4 = np.array([0, np.pi / 4 * (1 + 1 / _S2), np.pi / (4 * _S2), np.pi / (2 * _S2), 0, np.pi / 4 * (1 + 1 / _S2),
@@ -37,16 +39,34 @@ def areas_and_boxes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _counts_boxes(np.ascontiguousarray(labels), int(labels.max(initial=0)))
 
 
-def relabel(labels: np.ndarray, lookup: np.ndarray) -> np.ndarray:
-    """``lookup[labels]`` (a new array of ``lookup``'s dtype), without numpy's intermediate index array."""
-    return _relabel(np.ascontiguousarray(labels), lookup)
+def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 8-connected components of a (Y, X) bool mask: ``scipy.ndimage.label(mask, np.ones((3, 3)))``, the
+    same ids (in raster order of each component's first pixel) as int32, found run by run (a union-find
+    over the rows' runs of mask pixels rather than over pixels)."""
+    labels, n = label8_regions(mask)[:2]
+    return labels, n
 
 
-def seed_components(seeds: np.ndarray, components: np.ndarray, n_seeds: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n_seeds + 1,) pixel count of every seed id, and the id in ``components`` of each seed (of its last
-    pixel; a seed lies in one component when ``seeds`` > 0 only inside ``components`` > 0 pieces that
-    contain it)."""
-    return _seed_components(np.ascontiguousarray(seeds), np.ascontiguousarray(components), n_seeds)
+def label8_regions(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`label8` and, from the same runs, each id's pixel count ((n + 1,), 0 unused), box ((n, 4),
+    as :func:`boxes`) and first pixel in raster order ((n,) flat indices)."""
+    mask = np.ascontiguousarray(mask, dtype=np.bool_)
+    if mask.ndim != 2:
+        raise ValueError(f"label8 labels (Y, X) masks, got shape {mask.shape}")
+    labels, n, areas, box, first = _label8(mask)
+    return labels, int(n), areas, box, first
+
+
+def relabel(labels: np.ndarray, lookup: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``lookup[labels]`` (a new array of ``lookup``'s dtype, or written into ``out``, which may be
+    ``labels`` itself or a view of it), without numpy's intermediate index array."""
+    labels = np.ascontiguousarray(labels)
+    if out is None:
+        out = np.empty(labels.shape, lookup.dtype)
+    elif out.shape != labels.shape or out.dtype != lookup.dtype or not out.flags.c_contiguous:
+        raise ValueError("relabel: out must be C-contiguous, of the labels' shape and the lookup's dtype")
+    _relabel(labels, lookup, out)
+    return out
 
 
 def boxes(labels: np.ndarray, n: int) -> np.ndarray:
@@ -61,6 +81,14 @@ def boxes_and_euler(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]
     return _boxes(labels, n), _euler(_quads(labels, n))
 
 
+def areas_boxes_euler(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`areas_and_boxes` (ids 0..n) and the Euler numbers of :func:`boxes_and_euler`: ((n + 1,) pixel
+    counts, (n, 4) boxes, (n,) Euler numbers)."""
+    labels = np.ascontiguousarray(labels)
+    areas, box = _counts_boxes(labels, n)
+    return areas, box, _euler(_quads(labels, n))
+
+
 def region_sums(dense: np.ndarray, n: int, image: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Sums over each of the labels 1..n of ``dense`` (0 is background), as (n,) arrays.
 
@@ -72,8 +100,7 @@ def region_sums(dense: np.ndarray, n: int, image: np.ndarray | None = None) -> d
     dense = np.ascontiguousarray(dense, dtype=np.int64 if dense.dtype == np.uint64 else None)
     has_image = image is not None
     pixels = np.ascontiguousarray(image) if has_image else np.zeros((1, 1), np.float32)
-    area, sum_y, sum_x, sum_i = _pass_sums(dense, n, pixels, has_image)
-    bbox = _boxes(dense, n)
+    area, sum_y, sum_x, sum_i, bbox = _pass_sums(dense, n, pixels, has_image)
     crofton = _quads(dense, n)
     heights = np.maximum(bbox[:, 2] - bbox[:, 0], 0)
     starts = np.concatenate(([0], np.cumsum(heights)))
@@ -87,9 +114,22 @@ def region_sums(dense: np.ndarray, n: int, image: np.ndarray | None = None) -> d
 
 @njit(cache=True, nogil=True)
 def _counts(labels, top):  # pragma: no cover - compiled
+    """Counted by runs of one id (label images are mostly runs): one add per run, not a chain of adds to
+    the same counter, each waiting for the last."""
     out = np.zeros(top + 1, np.int64)
-    for v in labels.ravel():
-        out[v] += 1
+    flat = labels.ravel()
+    if flat.size == 0:
+        return out
+    prev = flat[0]
+    run = 0
+    for v in flat:
+        if v == prev:
+            run += 1
+        else:
+            out[prev] += run
+            prev = v
+            run = 1
+    out[prev] += run
     return out
 
 
@@ -99,11 +139,14 @@ def _counts_boxes(labels, top):  # pragma: no cover - compiled
     out = np.zeros(top + 1, np.int64)
     box = _empty_boxes(top, h, w)
     for y in range(h):
-        for x in range(w):
+        x = 0
+        while x < w:   # a run of one id at a time
             v = labels[y, x]
-            out[v] += 1
+            end = _run_end(labels, y, x)
+            out[v] += end - x
             if v != 0:
-                _grow_box(box, v - 1, y, x)
+                _grow_run(box, v - 1, y, x, end)
+            x = end
     return out, box
 
 
@@ -124,9 +167,103 @@ def _grow_box(box, i, y, x):  # pragma: no cover - compiled
     box[i, 3] = max(box[i, 3], x + 1)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(labels, y, x):  # pragma: no cover - compiled
+    """One past the last column of the run of ``labels[y, x]``'s id that starts at (y, x)."""
+    w = labels.shape[1]
+    v = labels[y, x]
+    end = x + 1
+    while end < w and labels[y, end] == v:
+        end += 1
+    return end
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grow_run(box, i, y, x0, x1):  # pragma: no cover - compiled
+    box[i, 0] = min(box[i, 0], y)
+    box[i, 1] = min(box[i, 1], x0)
+    box[i, 2] = max(box[i, 2], y + 1)
+    box[i, 3] = max(box[i, 3], x1)
+
+
 @njit(cache=True, nogil=True)
-def _relabel(labels, lookup):  # pragma: no cover - compiled
-    out = np.empty(labels.shape, lookup.dtype)
+def _label8(mask):  # pragma: no cover - compiled
+    h, w = mask.shape
+    runs = 0
+    for y in range(h):
+        for x in range(w):
+            if mask[y, x] and (x == 0 or not mask[y, x - 1]):
+                runs += 1
+    row = np.empty(runs, np.int64)      # each run's row, first and one-past-last column
+    x0s = np.empty(runs, np.int64)
+    x1s = np.empty(runs, np.int64)
+    parent = np.arange(runs)
+    k = 0
+    previous = 0                         # the first run of the row above
+    for y in range(h):
+        first = k
+        x = 0
+        while x < w:
+            if not mask[y, x]:
+                x += 1
+                continue
+            end = x + 1
+            while end < w and mask[y, end]:
+                end += 1
+            row[k], x0s[k], x1s[k] = y, x, end
+            k += 1
+            x = end
+        j = previous   # runs above that touch a run here, diagonals included: x0 - 1 <= x < x1 + 1
+        for i in range(first, k):
+            while j < first and x1s[j] < x0s[i]:
+                j += 1
+            m = j
+            while m < first and x0s[m] <= x1s[i]:
+                _union(parent, i, m)
+                m += 1
+            if m > j:
+                j = m - 1   # the last run above touched may touch the next run here too
+        previous = first
+    ids = np.zeros(runs, np.int32)
+    out = np.zeros((h, w), np.int32)
+    areas = np.zeros(runs + 1, np.int64)
+    box = _empty_boxes(runs, h, w)
+    first = np.zeros(runs, np.int64)
+    n = 0
+    for i in range(runs):   # raster order of the runs is raster order of their first pixels
+        r = _find(parent, i)
+        if ids[r] == 0:
+            n += 1
+            ids[r] = n
+            first[n - 1] = row[i] * w + x0s[i]
+        v = ids[r]
+        out[row[i], x0s[i]:x1s[i]] = v
+        areas[v] += x1s[i] - x0s[i]
+        _grow_run(box, v - 1, row[i], x0s[i], x1s[i])
+    return out, n, areas[:n + 1].copy(), box[:n].copy(), first[:n].copy()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find(parent, i):  # pragma: no cover - compiled
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:   # path compression
+        parent[i], i = root, parent[i]
+    return root
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _union(parent, a, b):  # pragma: no cover - compiled
+    ra, rb = _find(parent, a), _find(parent, b)
+    if ra < rb:
+        parent[rb] = ra
+    elif rb < ra:
+        parent[ra] = rb
+
+
+@njit(cache=True, nogil=True)
+def _relabel(labels, lookup, out):  # pragma: no cover - compiled
     flat, src = out.ravel(), labels.ravel()
     for k in range(src.size):
         flat[k] = lookup[src[k]]
@@ -134,26 +271,17 @@ def _relabel(labels, lookup):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _seed_components(seeds, components, n_seeds):  # pragma: no cover - compiled
-    size = np.zeros(n_seeds + 1, np.int64)
-    component_of = np.zeros(n_seeds + 1, np.int64)
-    s, c = seeds.ravel(), components.ravel()
-    for k in range(s.size):
-        if s[k] != 0:
-            size[s[k]] += 1
-            component_of[s[k]] = c[k]
-    return size, component_of
-
-
-@njit(cache=True, nogil=True)
 def _boxes(labels, n):  # pragma: no cover - compiled
     h, w = labels.shape
     box = _empty_boxes(n, h, w)
     for y in range(h):
-        for x in range(w):
+        x = 0
+        while x < w:
             v = labels[y, x]
+            end = _run_end(labels, y, x)
             if v != 0:
-                _grow_box(box, v - 1, y, x)
+                _grow_run(box, v - 1, y, x, end)
+            x = end
     return box
 
 
@@ -197,23 +325,32 @@ def _euler(quads):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _pass_sums(dense, n, image, has_image):  # pragma: no cover - compiled
+    """Areas, sums of rows and columns, intensity sums and boxes, a run of one id in a row at a time."""
     h, w = dense.shape
     area = np.zeros(n, np.int64)
     sum_y = np.zeros(n, np.int64)
     sum_x = np.zeros(n, np.int64)
     sum_i = np.zeros(n, np.float64)
+    box = _empty_boxes(n, h, w)
     for y in range(h):
-        for x in range(w):
+        x = 0
+        while x < w:
             v = dense[y, x]
-            if v == 0:
-                continue
-            i = v - 1
-            area[i] += 1
-            sum_y[i] += y
-            sum_x[i] += x
-            if has_image:
-                sum_i[i] += image[y, x]
-    return area, sum_y, sum_x, sum_i
+            end = _run_end(dense, y, x)
+            if v != 0:
+                i = v - 1
+                m = end - x
+                area[i] += m
+                sum_y[i] += y * m
+                sum_x[i] += (x + end - 1) * m // 2
+                if has_image:
+                    total = 0.0
+                    for k in range(x, end):
+                        total += image[y, k]
+                    sum_i[i] += total
+                _grow_run(box, i, y, x, end)
+            x = end
+    return area, sum_y, sum_x, sum_i, box
 
 
 @njit(cache=True, nogil=True)
@@ -226,21 +363,26 @@ def _pass_moments(dense, n, bbox, starts, sum_y, sum_x, area):  # pragma: no cov
     left = np.full(starts[n], w, np.int64)
     right = np.full(starts[n], -1, np.int64)
     for y in range(h):
-        for x in range(w):
+        x = 0
+        while x < w:   # a run of one id, dx = a..b from the box's corner, at a time (closed-form sums)
             v = dense[y, x]
-            if v == 0:
-                continue
-            i = v - 1
-            dy = y - bbox[i, 0]
-            dx = x - bbox[i, 1]
-            syy[i] += dy * dy
-            sxx[i] += dx * dx
-            sxy[i] += dy * dx
-            row = starts[i] + dy
-            if x < left[row]:
-                left[row] = x
-            if x > right[row]:
-                right[row] = x
+            end = _run_end(dense, y, x)
+            if v != 0:
+                i = v - 1
+                m = end - x
+                dy = y - bbox[i, 0]
+                a = x - bbox[i, 1]
+                b = a + m - 1
+                sdx = (a + b) * m // 2
+                syy[i] += dy * dy * m
+                sxx[i] += (b * (b + 1) * (2 * b + 1) - (a - 1) * a * (2 * a - 1)) // 6
+                sxy[i] += dy * sdx
+                row = starts[i] + dy
+                if x < left[row]:
+                    left[row] = x
+                if end - 1 > right[row]:
+                    right[row] = end - 1
+            x = end
     var_y = np.zeros(n)
     var_x = np.zeros(n)
     cov = np.zeros(n)

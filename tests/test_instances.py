@@ -351,6 +351,64 @@ def test_flood_equals_scikit_image_watershed() -> None:
         np.testing.assert_array_equal(watershed(image, markers, mask), expected)
 
 
+def test_flood_equals_scikit_image_watershed_on_large_fronts() -> None:
+    """Fronts of thousands of pixels, after the markers are out (the radix heap's part, and its growth)."""
+    from skimage.segmentation import watershed as skimage_watershed
+
+    from cellsegcli.flood import watershed
+
+    rng = np.random.default_rng(5)
+    for trial in range(3):
+        image = ndi.gaussian_filter(rng.random((420, 380)), 6).astype(np.float32)
+        if trial == 1:
+            image = np.round(image * 40).astype(np.float32)   # plateaus
+        markers = np.zeros(image.shape, np.int32)
+        markers[rng.integers(0, 420, 3), rng.integers(0, 380, 3)] = [1, 2, 3]
+        mask = rng.random(image.shape) < (1.0 if trial < 2 else 0.9)
+        np.testing.assert_array_equal(watershed(image, markers, mask),
+                                      skimage_watershed(image, markers, mask=mask, connectivity=2))
+
+
+def test_label8_equals_scipy_label_with_8_connectivity() -> None:
+    from cellsegcli import regions
+    from cellsegcli.regions import label8, label8_regions
+
+    rng = np.random.default_rng(12)
+    for trial in range(400):
+        shape = tuple(int(v) for v in rng.integers(1, 40, 2))
+        mask = rng.random(shape) < rng.uniform(0.05, 0.95)
+        if trial % 2:
+            mask = ndi.binary_opening(mask) | (rng.random(shape) < 0.05)   # blobs, and specks beside them
+        labels, n = label8(mask)
+        expected, n_expected = ndi.label(mask, np.ones((3, 3), bool))
+        assert labels.dtype == np.int32 and n == n_expected
+        np.testing.assert_array_equal(labels, expected)
+        _, _, areas, boxes, first = label8_regions(mask)
+        assert areas.tolist() == [0] + np.bincount(expected.ravel(), minlength=n + 1)[1:].tolist()
+        np.testing.assert_array_equal(boxes, regions.boxes(expected, n))
+        assert first.tolist() == [int(np.flatnonzero(expected.ravel() == i)[0]) for i in range(1, n + 1)]
+    assert label8(np.zeros((0, 5), bool))[1] == 0
+
+
+def test_areas_boxes_and_euler_numbers_of_one_pass_equal_skimage() -> None:
+    from skimage.measure import regionprops
+
+    from cellsegcli import regions
+
+    rng = np.random.default_rng(9)
+    for trial in range(20):
+        fg, interior = _random_probabilities(int(rng.integers(0, 1000)), shape=(70, 90), cells=20)
+        labels = label_instances(fg, interior, holes=True)
+        labels[rng.random(labels.shape) < 0.03] = 0   # holes in many instances, some split into pieces
+        n = int(labels.max()) + 2                      # ids past the last are absent
+        areas, boxes, euler = regions.areas_boxes_euler(labels, n)
+        assert areas.tolist() == np.bincount(labels.ravel(), minlength=n + 1).tolist()
+        np.testing.assert_array_equal(boxes, regions.boxes(labels, n))
+        for r in regionprops(labels):
+            assert euler[r.label - 1] == r.euler_number
+            assert tuple(boxes[r.label - 1]) == r.bbox
+
+
 def test_fill_holes_of_connected_instances_uses_the_euler_number() -> None:
     """``connected=True`` looks only at instances with a hole; same result as looking at all of them."""
     rng = np.random.default_rng(4)
