@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = r"""
 import json, resource, sys, time
 from pathlib import Path
-from cellsegcli import pipeline
+from cellsegcli import allocator, pipeline
+allocator.keep_freed_memory()   # as the cellseg command does (CELLSEG_MALLOC=default: glibc as it is)
 cfg = pipeline.SegmentConfig(**json.loads(sys.argv[1]))
 t0 = time.perf_counter()
 r = pipeline.segment(Path(sys.argv[2]), cfg, out=Path(sys.argv[3]))
@@ -49,6 +50,8 @@ print(json.dumps(s))
 
 FORWARD = r"""
 import json, sys, time, torch
+from cellsegcli import allocator
+allocator.keep_freed_memory()
 from cellsegcli.device import resolve_device, autocast_dtype
 from cellsegcli.inference import network_callable
 from cellsegcli.models import load_model

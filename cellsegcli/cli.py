@@ -711,13 +711,14 @@ def main(argv: list[str] | None = None) -> None:
     import signal
     import sys
 
-    from . import console
+    from . import allocator, console
     from .errors import Terminated
 
     def terminate(signum, frame):   # noqa: ARG001 - the signal handler's signature
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)
+    allocator.keep_freed_memory()   # large blocks reused, not page-faulted in again for every tile and frame
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=args, prog_name="cellseg", standalone_mode=False)

@@ -704,6 +704,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from . import allocator
+
     frames_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     read_seconds = [0.0]
@@ -715,7 +717,8 @@ def _segment_here(stack, model, predictor, settings: FrameSettings, source: Path
     labeller = device_labeller(model, settings, config) if config is not None else None
     stream = frame_stream(model, predictor, _items(frames_q), labeller)
     if workers > 1:   # spawn: no fork of a process holding torch's threads; they write through a FrameStore
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=allocator.follow, initargs=(allocator.kept(),))
         sink = zarr_out.frame_store()
     else:
         pool, sink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cellseg-post"), zarr_out
