@@ -20,6 +20,8 @@ Resumable: a finished fold (``OUT/fold-i/scores.json``) is skipped, a fold cut s
 ``crossval.json``. On this 2-core machine one fold of 30 epochs x 40
 steps takes ~22 minutes on one thread (phase, 26 training frames; nuclei, 360 images: ~35 with scoring);
 ``--recalibrate`` re-chooses a finished fold's post-processing with today's calibration and scores it again.
+``--report --tta d4`` scores the finished folds' test frames again with that TTA (``scores[-recalibrated]-d4.json``,
+kept); the post-processing stays the one chosen without TTA.
 """
 
 from __future__ import annotations
@@ -107,17 +109,23 @@ def recalibrate_fold(folder: Path, groups, folds, i: int, args, device) -> dict:
     from cellsegcli.calibrate import calibrate_folder
     from cellsegcli.io.atomic import remove_path
 
-    done = folder / "scores-recalibrated.json"
+    done = folder / scores_name(args.tta, "-recalibrated")
+    target = folder / "model-recalibrated"
     if not done.is_file():
         _, _, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
-        target = folder / "model-recalibrated"
-        remove_path(target)
-        result = calibrate_folder(str(folder / "model"), folder / "data" / "val", device, tta=args.tta, out=target)
-        c = result.chosen
-        print(f"fold {i} recalibrated: threshold {c.threshold}, seed {c.seed_threshold}, smallest cell "
-              f"{result.model_min_size} px", file=sys.stderr, flush=True)
+        if not (target / "config.json").is_file():   # calibrated once, without TTA; other --tta reuse it
+            remove_path(target)
+            result = calibrate_folder(str(folder / "model"), folder / "data" / "val", device, out=target)
+            c = result.chosen
+            print(f"fold {i} recalibrated: threshold {c.threshold}, seed {c.seed_threshold}, smallest cell "
+                  f"{result.model_min_size} px", file=sys.stderr, flush=True)
         done.write_text(json.dumps(score_model(str(target), test_pairs, tta=args.tta, device=device), indent=1))
     return json.loads(done.read_text())
+
+
+def scores_name(tta: str, kind: str = "") -> str:
+    """A fold's score file: ``scores{kind}.json`` without TTA, ``scores{kind}-{tta}.json`` with it."""
+    return f"scores{kind}.json" if tta == "none" else f"scores{kind}-{tta}.json"
 
 
 def held_out_report(per_fold: list[dict], fold_ids: list[int], args, tag: str) -> dict:
@@ -189,10 +197,14 @@ def main() -> None:
     per_fold, models, fold_ids, recalibrated = [], [], [], []
     for i in range(args.folds):
         folder = args.out / f"fold-{i}"
-        done = folder / "scores.json"
+        done = folder / scores_name(args.tta)
         model_dir = folder / "model"
-        if (args.report or (only is not None and i not in only)) and not done.is_file():
+        trained = (folder / "scores.json").is_file() or done.is_file()   # scores.json: TTA none, after training
+        if (args.report or (only is not None and i not in only)) and not trained:
             continue
+        if trained and not done.is_file():   # a finished fold scored again with another --tta
+            test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)[2]
+            done.write_text(json.dumps(score_model(str(model_dir), test_pairs, tta=args.tta, device=device), indent=1))
         if not done.is_file():
             train_pairs, val_pairs, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
             print(f"fold {i}: {len(train_pairs)} train, {len(val_pairs)} validate, {len(test_pairs)} test "

@@ -189,6 +189,15 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
     recalibrated = json.loads((tmp_path / "cv" / "crossval.json").read_text())["recalibrated"]
     assert recalibrated["held_out"]["frames"] == 6 and "fold 1 recalibrated:" in again.stderr
     assert all((tmp_path / "cv" / f"fold-{i}" / "model-recalibrated" / "config.json").is_file() for i in (0, 1))
+    flips = subprocess.run(args[:5] + ["--folds", "2", "--report", "--recalibrate", "--tta", "flip", "--device", "cpu"],
+                           capture_output=True, text=True)                   # finished folds scored with TTA
+    assert flips.returncode == 0 and "fold 0:" not in flips.stderr and "recalibrated:" not in flips.stderr, \
+        flips.stderr[-2000:]
+    for i in (0, 1):
+        fold = tmp_path / "cv" / f"fold-{i}"
+        scored = json.loads((fold / "scores-flip.json").read_text())
+        assert scored["tta"] == "flip" and scored["frames"] == 3
+        assert json.loads((fold / "scores-recalibrated-flip.json").read_text())["tta"] == "flip"
     report_only = subprocess.run(args[:5] + ["--folds", "2", "--report"], capture_output=True, text=True)
     assert report_only.returncode == 0, report_only.stderr[-2000:]
     assert json.loads((tmp_path / "cv" / "partial.json").read_text())["held_out"]["frames"] == 6
