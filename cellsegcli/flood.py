@@ -69,15 +69,16 @@ def _key(values, p, negate, buf, bits):  # pragma: no cover - compiled
     return b << 32
 
 
-@njit(cache=True, nogil=True)
-def _neighbour(p, k, y, x, h, w):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True, inline="always")
+def _neighbour(p, k, y, x, h, w, inner):  # pragma: no cover - compiled
     """The flat index of neighbour ``k`` of pixel ``p`` = (y, x) in scikit-image's order (edge neighbours,
-    then corners), or -1 outside the frame."""
+    then corners), or -1 outside the frame; ``inner``: (y, x) is off the frame's edge, no check needed."""
     dy = (-1, 0, 0, 1, -1, -1, 1, 1)[k]
     dx = (0, -1, 1, 0, -1, 1, -1, 1)[k]
-    qy, qx = y + dy, x + dx
-    if qy < 0 or qy >= h or qx < 0 or qx >= w:
-        return -1
+    if not inner:
+        qy, qx = y + dy, x + dx
+        if qy < 0 or qy >= h or qx < 0 or qx >= w:
+            return -1
     return p + dy * w + dx
 
 
@@ -97,23 +98,17 @@ def _flood(values, members, seeds, member, kept, out, h, w, y0, x0, y1, x1, nega
             if members[p] == member and kept[seeds[p]]:
                 out[p] = seeds[p]
     for y in range(y0, y1):   # markers in raster order; one inside its own seed would queue nothing
-        inner_row = 0 < y < h - 1
         for x in range(x0, x1):
             p = y * w + x
             if out[p] == 0 or members[p] != member:
                 continue
+            inner = 0 < y < h - 1 and 0 < x < w - 1
             free = False
-            if inner_row and 0 < x < w - 1:
-                for q in (p - w, p - 1, p + 1, p + w, p - w - 1, p - w + 1, p + w - 1, p + w + 1):
-                    if out[q] == 0 and members[q] == member:
-                        free = True
-                        break
-            else:
-                for k in range(8):
-                    q = _neighbour(p, k, y, x, h, w)
-                    if q >= 0 and out[q] == 0 and members[q] == member:
-                        free = True
-                        break
+            for k in range(8):
+                q = _neighbour(p, k, y, x, h, w, inner)
+                if q >= 0 and out[q] == 0 and members[q] == member:
+                    free = True
+                    break
             if free:
                 if items == cap:
                     heap, where, cap = _grow(heap, where, cap)
@@ -147,13 +142,8 @@ def _flood(values, members, seeds, member, kept, out, h, w, y0, x0, y1, x1, nega
         label = out[here]
         inner = 0 < y < h - 1 and 0 < x < w - 1
         for k in range(8):
-            if inner:
-                q = here + (-w, -1, 1, w, -w - 1, -w + 1, w - 1, w + 1)[k]
-            else:
-                q = _neighbour(here, k, y, x, h, w)
-                if q < 0:
-                    continue
-            if out[q] != 0 or members[q] != member:
+            q = _neighbour(here, k, y, x, h, w, inner)
+            if q < 0 or out[q] != 0 or members[q] != member:
                 continue
             clock += 1
             out[q] = label   # labelled when queued: nothing reaches it cheaper later
@@ -272,4 +262,3 @@ def _pop(heap, where, items):  # pragma: no cover - compiled
         i = smallest
     heap[i], where[i] = key, p
     return items
-

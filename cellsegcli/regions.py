@@ -160,14 +160,6 @@ def _empty_boxes(n, h, w):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _grow_box(box, i, y, x):  # pragma: no cover - compiled
-    box[i, 0] = min(box[i, 0], y)
-    box[i, 1] = min(box[i, 1], x)
-    box[i, 2] = max(box[i, 2], y + 1)
-    box[i, 3] = max(box[i, 3], x + 1)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _run_end(labels, y, x):  # pragma: no cover - compiled
     """One past the last column of the run of ``labels[y, x]``'s id that starts at (y, x)."""
     w = labels.shape[1]
@@ -207,9 +199,7 @@ def _label8(mask):  # pragma: no cover - compiled
             if not mask[y, x]:
                 x += 1
                 continue
-            end = x + 1
-            while end < w and mask[y, end]:
-                end += 1
+            end = _run_end(mask, y, x)
             row[k], x0s[k], x1s[k] = y, x, end
             k += 1
             x = end
