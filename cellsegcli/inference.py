@@ -137,6 +137,27 @@ class TiledPredictor:
         while active:
             yield self._finish(active.popleft(), tensors)
 
+    def warm_up(self, shape: tuple[int, int], channels: int = 1) -> None:
+        """Run the network once on zeros shaped as the first batch of ``(Y, X)`` frames (not counted in
+        ``forward_seconds``): the first call builds the device's kernels (about 0.5 s more than a later call
+        for 1024 px tiles on a CPU), so a caller can have it overlap other start-up work."""
+        if self.options.scale != 1:
+            shape = scaled_shape(shape, self.options.scale)
+        grid = make_grid(tuple(shape), tile=self.options.tile, overlap=self.options.overlap)
+        n = min(self.options.batch_size, len(grid.tiles) * len(_tta.transforms(self.options.tta)))
+        try:
+            x = torch.zeros((n, channels, grid.tile, grid.tile), device=self.device)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast,
+                                                        enabled=self.autocast is not None):
+                self.model(x)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as exc:   # the first real batch then backs off (predict_stream)
+            if not is_out_of_memory(exc):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
     @property
     def _blend(self) -> torch.device:
         return self.blend_device or self.device
@@ -199,6 +220,10 @@ class TiledPredictor:
             pending.extendleft(reversed(jobs))
             raise
         transforms = _tta.transforms(self.options.tta)
+        if len(transforms) == 1:   # each job a whole tile: straight into its frame
+            for (state, i, _), out in zip(jobs, y):
+                self._add_tile(state, i, out)
+            return
         position = {k: j for j, k in enumerate(transforms)}
         start = 0
         for end in range(1, len(jobs) + 1):   # runs of one tile's transforms
@@ -223,11 +248,17 @@ class TiledPredictor:
             if not tiles or tiles[-1][0] is not state or tiles[-1][1] != i:
                 tiles.append((state, i))
             slot.append(len(tiles) - 1)
+        crops = torch.stack([state.data[:, state.grid.tiles[i].rows, state.grid.tiles[i].cols]
+                             for state, i in tiles])   # (U, C, T, T)
+        if len(tiles) == len(jobs) and all(k == 0 for _, _, k in jobs):   # identities only (no TTA): no gathers
+            y = self._forward(crops)
+            if self.activation is not None:
+                y = self.activation(y)
+            return y.to(self._blend)
+        crops = crops.flatten(2)   # (U, C, T*T)
         forward, inverse = self._permutations(size)
         ks = torch.tensor([k for _, _, k in jobs], device=self.device)
         which = torch.tensor(slot, device=self.device)
-        crops = torch.stack([state.data[:, state.grid.tiles[i].rows, state.grid.tiles[i].cols]
-                             for state, i in tiles]).flatten(2)   # (U, C, T*T)
         channels = torch.arange(crops.shape[1], device=self.device)
         x = crops[which[:, None, None], channels[None, :, None], forward[ks][:, None, :]]
         y = self._forward(x.view(len(jobs), crops.shape[1], size, size))
@@ -236,12 +267,14 @@ class TiledPredictor:
         y = torch.gather(y.flatten(2), 2, inverse[ks][:, None, :].expand(-1, y.shape[1], -1))   # undone
         return y.view(len(jobs), y.shape[1], size, size).to(self._blend)
 
-    def _add_tile(self, state: _Frame, i: int) -> None:
-        out = state.parts.pop(i).sum(dim=0) * self._weights(state.grid.tile)
+    def _add_tile(self, state: _Frame, i: int, out: torch.Tensor | None = None) -> None:
+        """Add tile ``i``'s outputs (``out``, else the sum of its transforms' parts) to its frame, weighted."""
+        if out is None:
+            out = state.parts.pop(i).sum(dim=0)
         if state.acc is None:
             state.acc = torch.zeros((out.shape[0], *state.grid.padded), dtype=torch.float32, device=self._blend)
         tile = state.grid.tiles[i]
-        state.acc[:, tile.rows, tile.cols] += out
+        state.acc[:, tile.rows, tile.cols].addcmul_(out, self._weights(state.grid.tile))
         state.remaining -= 1
 
     def _permutations(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:

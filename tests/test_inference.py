@@ -147,3 +147,32 @@ def test_batched_tta_equals_one_job_at_a_time():
         got = list(_predictor(model, tile=64, tta="d4", batch_size=batch).predict_stream(frames))
         for a, b in zip(got, ref, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta, batch, frame_shape, expected", [
+    ("d4", 4, (300, 500), (4, 1, 64, 64)),       # a full batch of the frame's tiles
+    ("none", 8, (100, 70), (4, 1, 64, 64)),      # fewer jobs in a frame than the batch holds
+    ("none", 2, (40, 30), (1, 1, 64, 64)),       # a frame smaller than a tile: one tile, padded
+])
+def test_warm_up_runs_the_first_batch_shape_once_and_counts_nothing(tta, batch, frame_shape, expected):
+    calls = []
+
+    def model(x):
+        calls.append(tuple(x.shape))
+        return x
+
+    pred = _predictor(model, tile=64, overlap=0.25, tta=tta, batch_size=batch)
+    pred.warm_up(frame_shape)
+    assert calls == [expected]
+    assert pred.tiles_run == 0 and pred.forward_seconds == 0
+    frame = np.random.default_rng(3).random(frame_shape, dtype=np.float32)
+    np.testing.assert_allclose(pred.predict(frame)[0], frame, rtol=0, atol=2e-6)   # results as without it
+
+
+def test_warm_up_leaves_running_out_of_memory_to_the_first_batch():
+    def model(x):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    _predictor(model, tile=64).warm_up((100, 100))   # no error: predict_stream's back-off handles it there
+    with pytest.raises(ValueError, match="not memory"):
+        _predictor(lambda x: (_ for _ in ()).throw(ValueError("not memory")), tile=64).warm_up((100, 100))

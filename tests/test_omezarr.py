@@ -100,6 +100,22 @@ def test_full_size_frames_are_one_chunk_each(tmp_path):
     np.testing.assert_array_equal(big[0], labels[::-1, ::-1])
 
 
+def test_a_frame_without_cells_is_stored_too(tmp_path):
+    """Every written frame has its chunk file, a frame of zeros too (from the writer and from a FrameStore)."""
+    with OmeZarrWriter(tmp_path / "e.zarr", n_frames=3, shape=(Y, X), image_dtype=np.uint16) as writer:
+        writer.write_frame(0, np.zeros((Y, X), np.uint32), image=np.zeros((Y, X), np.uint16))
+        writer.frame_store().write_frame(2, np.zeros((Y, X), np.uint32), image=np.zeros((Y, X), np.uint16))
+        writer.mark_written(2)
+        writer.write_frame(1, frames(1)[0], image=frames(1)[1])
+        writer.commit()
+    for array in ("0", "labels/cells/0"):
+        chunks = sorted(p.name for p in (tmp_path / "e.zarr" / array / "c").iterdir())
+        assert chunks == ["0", "1", "2"], array
+    labels = zarr.open_array(tmp_path / "e.zarr" / "labels" / "cells" / "0")
+    assert not labels[0].any() and not labels[2].any()
+    np.testing.assert_array_equal(labels[1], frames(1)[0])
+
+
 def test_many_frames_in_reverse_order(tmp_path):
     n = 100
     with OmeZarrWriter(tmp_path / "many.zarr", n_frames=n, shape=(4, 4), image_dtype=np.uint8) as writer:

@@ -12,9 +12,10 @@ Layout of ``NAME.zarr`` (T frames of Y x X pixels)::
       tracks/                  group (only for tracked results: cellseg segment --track, cellseg track)
         lineage                (M, 4) int64            track_id, first_frame, last_frame, parent_id
 
-Every array has one chunk per frame, ``(1, Y, X)``, Zarr v3's default codecs (``bytes`` little
-endian + ``zstd`` level 0), fill value 0 and ``dimension_names`` ``("t", "y", "x")``; no sharding,
-so frames can be written in any order without rewriting a shard. The NGFF metadata is the one
+Every array has one chunk per frame, ``(1, Y, X)``, stored also where it holds only zeros, Zarr
+v3's default codecs (``bytes`` little endian + ``zstd`` level 0), fill value 0 and
+``dimension_names`` ``("t", "y", "x")``; no sharding, so frames can be written in any order without
+rewriting a shard. The NGFF metadata is the one
 ome-zarr-py 0.18 writes (``write_image`` / ``write_labels``) for a single resolution level, with
 the dataset path ``"0"`` (ome-zarr-py names it ``"s0"``) and ``"version"`` in the ``labels`` group
 as the NGFF 0.5 specification requires.
@@ -48,6 +49,9 @@ LABEL_NAME = "cells"
 PROBABILITY_SCALE = 255  # stored uint8 value = round(probability * 255)
 IMAGE_PATH, LABELS_PATH, PROBABILITIES_PATH = "0", f"labels/{LABEL_NAME}/0", "probabilities/0"
 LINEAGE_PATH, LINEAGE_COLUMNS = "tracks/lineage", ("track_id", "first_frame", "last_frame", "parent_id")
+# every frame is stored, a frame without cells too: zarr's test whether a chunk is all fill value costs
+# ~30 ms per 2568 x 1912 labels frame, ~3x the rest of its write (benchmarks/segment.py)
+WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 def multiscales(name: str, pixel_size_um: float | None, time: TimeAxis | None = None) -> list[dict]:
@@ -211,7 +215,7 @@ class OmeZarrWriter(AtomicOutput):
                     or array.dtype != np.dtype(dtype):
                 raise CellsegError(f"{self.temp_path}: the interrupted run's store has no valid {key}; rerun "
                                    f"without --resume to start over")
-            found[key] = array
+            found[key] = array.with_config(WRITE_CONFIG)
         self._root = root
         self._labels, self._image = found[LABELS_PATH], found.get(IMAGE_PATH)
         self._probabilities = found.get(PROBABILITIES_PATH)
@@ -256,6 +260,7 @@ class OmeZarrWriter(AtomicOutput):
             dtype=dtype,
             fill_value=0,
             dimension_names=("t", "y", "x"),
+            config=WRITE_CONFIG,
         )
 
     def write_frame(
@@ -433,7 +438,7 @@ class FrameStore:
         store = LocalStore(self.temp_path)
         for path, frame in encode_frame(self.shape, labels, image=image, image_dtype=self.image_dtype,
                                         probabilities=probabilities).items():
-            zarr.open_array(store, path=path, mode="r+", zarr_format=3)[t] = frame
+            zarr.open_array(store, path=path, mode="r+", zarr_format=3).with_config(WRITE_CONFIG)[t] = frame
 
 
 def _as_uint32_labels(labels: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import CellsegError, OutputExistsError
 from .atomic import AtomicOutput, remove_stale_partials, temp_path_for
@@ -121,6 +120,8 @@ class TableWriter(AtomicOutput):
             raise ValueError(f"columns have different lengths: {lengths}")
         with self._on_os_error():
             if self.format == "csv":
+                import pandas as pd   # here, not at the top: 0.5 s to import, and table_path() is used at start-up
+
                 header = self._file.tell() == 0
                 pd.DataFrame(columns).to_csv(self._file, header=header, index=False, lineterminator="\n")
             else:
