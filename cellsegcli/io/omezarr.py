@@ -15,10 +15,9 @@ Layout of ``NAME.zarr`` (T frames of Y x X pixels)::
 Every array has one chunk per frame, ``(1, Y, X)``, stored also where it holds only zeros, Zarr
 v3's default codecs (``bytes`` little endian + ``zstd`` level 0), fill value 0 and
 ``dimension_names`` ``("t", "y", "x")``; no sharding, so frames can be written in any order without
-rewriting a shard. The NGFF metadata is the one
-ome-zarr-py 0.18 writes (``write_image`` / ``write_labels``) for a single resolution level, with
-the dataset path ``"0"`` (ome-zarr-py names it ``"s0"``) and ``"version"`` in the ``labels`` group
-as the NGFF 0.5 specification requires.
+rewriting a shard. The NGFF metadata is the one ome-zarr-py 0.18 writes (``write_image`` /
+``write_labels``) for a single resolution level, with the dataset path ``"0"`` (ome-zarr-py names it
+``"s0"``) and ``"version"`` in the ``labels`` group as the NGFF 0.5 specification requires.
 
 Without an image (``image_dtype=None``) the root group is a plain Zarr group whose ``"ome"``
 attributes hold only ``{"version": "0.5"}``: it is not an NGFF image, so ome-zarr-py and napari open
