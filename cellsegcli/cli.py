@@ -658,11 +658,12 @@ def overlay_cli(
     """Draw predicted outlines over the image (PNG per frame, GIF for a stack) and plot cells over time."""
 
     def action() -> None:
-        from . import console, pipeline
+        from . import console
+        from .overlay import overlay_result
 
         with console.progress("overlay", quiet=as_json) as report:
-            res = pipeline.overlay(result, out, image=image, gt=gt, frames=frame or None, progress=report,
-                                   tracks=tracks, trail=trail, frame_range=frame_range)
+            res = overlay_result(result, out, image=image, gt=gt, frames=frame or None, progress=report,
+                                 tracks=tracks, trail=trail, frame_range=frame_range)
         summary = {"pngs": [str(p) for p in res.pngs], "gif": str(res.gif) if res.gif else None,
                    "plot": str(res.plot), "lineage_plot": str(res.lineage_plot) if res.lineage_plot else None}
         if as_json:

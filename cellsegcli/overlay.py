@@ -1,8 +1,11 @@
 """Pictures people can read: outlines over the image, false negatives magenta and false positives green
-(as in the papers' figures), per frame as PNG and for a whole stack as an animated GIF."""
+(as in the papers' figures), per frame as PNG and for a whole stack as an animated GIF; ``overlay_result``
+draws them for a ``cellseg segment`` result (the ``cellseg overlay`` command)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +97,116 @@ def overlay_tracks_frame(image: np.ndarray, labels: np.ndarray, paths: dict[int,
             keep = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
             rgb[rr[keep], cc[keep]] = colour
     return rgb
+
+
+@dataclass
+class OverlayResult:
+    pngs: list[Path]
+    gif: Path | None
+    plot: Path
+    lineage_plot: Path | None = None
+
+
+def overlay_result(result: Path, out: Path, *, image: Path | None = None, gt: Path | None = None,
+            frames: list[int] | None = None, progress: Callable[..., None] | None = None, tracks: bool = False,
+            trail: int = 10, frame_range: str | None = None) -> OverlayResult:
+    """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result;
+    with ``tracks`` (a tracked result), cells coloured by track with their last ``trail`` frames' path,
+    and a lineage plot. ``frame_range`` (``START:STOP[:STEP]``) picks frames like ``frames``, by the
+    result's frame index."""
+    import zarr
+
+    from .evaluation import annotated_in_place, open_labels
+    from .io.readers import open_stack
+    from .metrics import pixel_scores
+    from .morphology import frame_table_row
+    from .plots import plot_timecourse
+
+    lineage = None
+    if tracks:
+        from .io.omezarr import read_lineage
+
+        if gt is not None:
+            raise CellsegError("--tracks draws tracks, --gt draws errors: give one of them")
+        try:
+            lineage = read_lineage(result) if result.suffix == ".zarr" else None
+        except Exception:   # not a zarr group
+            lineage = None
+        if lineage is None:
+            raise CellsegError(f"{result}: holds no tracks; run `cellseg track {result}` (or segment with --track) "
+                               f"first")
+    labels = open_labels(result)
+    if image is not None:
+        stack = open_stack(image, z="slices")
+        get_image, close_image = stack.frame, stack.close
+    else:
+        root = zarr.open_group(result, mode="r") if result.suffix == ".zarr" else None
+        if root is None or "0" not in root:
+            labels.close()
+            raise CellsegError(f"{result}: holds no image (segmented with --no-image?); pass --image STACK")
+        get_image, close_image = (lambda t: np.asarray(root["0"][t])), (lambda: None)
+    truth = open_labels(gt) if gt is not None else None
+    try:
+        if truth is not None and len(truth) != len(labels):
+            raise CellsegError(f"{gt}: {len(truth)} frames but {result} has {len(labels)}")
+        sparse = truth is not None and annotated_in_place(truth)
+        if frame_range is not None:
+            from .io.frames import parse_frames
+
+            if frames is not None:
+                raise CellsegError("--frame and --frames both pick frames: give one of them")
+            frames = list(parse_frames(frame_range, len(labels), where=str(result)))
+        chosen = frames if frames is not None else list(range(len(labels)))
+        bad = [t for t in chosen if not 0 <= t < len(labels)]
+        if bad:
+            raise CellsegError(f"--frame {bad[0]}: {result} has frames 0..{len(labels) - 1}")
+        name = result.name.removesuffix(".zarr")
+        history = _track_history(labels, max(chosen) + 1) if lineage is not None else None
+        pngs, rgbs, table, jaccard = [], [], {"frame": [], "cell_count": [], "confluence_percent": []}, []
+        for i, t in enumerate(chosen):
+            lab = labels.frame(t)
+            g = truth.frame(t) if truth is not None else None
+            if g is not None and sparse and not g.any():
+                g = None   # not annotated: outlines only, no false positives drawn
+            if history is not None:
+                present = set(np.unique(lab).tolist()) - {0}
+                paths = {k: [(y, x) for s, y, x in v if t - trail <= s <= t] for k, v in history.items() if k in present}
+                rgb = overlay_tracks_frame(get_image(t), lab, paths)
+            else:
+                rgb = overlay_frame(get_image(t), lab, g)
+            pngs.append(save_png(rgb, out / f"{name}_t{t:04d}.png"))
+            if len(chosen) > 1:
+                rgbs.append(rgb)
+            row = frame_table_row(lab, frame=t)
+            for k in table:
+                table[k].append(row[k])
+            if truth is not None:
+                jaccard.append(pixel_scores(lab, g)["jaccard"] if g is not None else float("nan"))
+            if progress is not None:
+                progress(i + 1, len(chosen))
+        gif = save_gif(rgbs, out / f"{name}.gif") if rgbs else None
+        plot = plot_timecourse(table, out / f"{name}_timecourse.png", jaccard=jaccard if truth else None,
+                               title=name)
+        lineage_plot = None
+        if lineage is not None:
+            from .plots import plot_lineage
+
+            lineage_plot = plot_lineage(lineage, out / f"{name}_lineage.png", title=name)
+    finally:
+        labels.close()
+        close_image()
+        if truth is not None:
+            truth.close()
+    return OverlayResult(pngs, gif, plot, lineage_plot)
+
+
+def _track_history(labels, n_frames: int) -> dict[int, list[tuple[int, float, float]]]:
+    """``{track_id: [(frame, y, x), ...]}`` over the first ``n_frames`` frames of tracked labels."""
+    from .tracking import detect
+
+    history: dict[int, list[tuple[int, float, float]]] = {}
+    for t in range(n_frames):
+        d = detect(labels.frame(t), t)
+        for k, y, x in zip(d.label.tolist(), d.y.tolist(), d.x.tolist()):
+            history.setdefault(k, []).append((t, y, x))
+    return history
