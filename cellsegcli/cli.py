@@ -170,6 +170,9 @@ def train_cli(
                    "weights with this decay per step (e.g. 0.999: about the last 1000 steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     crop: Annotated[int, typer.Option("--crop", help="Training crop size (multiple of 32).")] = 256,
+    interior_width: Annotated[Optional[int], typer.Option("--interior-width", help="Pixels each cell is eroded "
+                              "by in the interior target that parts touching cells (default: the --init "
+                              "model's, else 2).")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
                                                 "val/ folder; the images that validated an --init model trained "
                                                 "on this folder stay in validation.")] = 0.2,
@@ -211,6 +214,7 @@ def train_cli(
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
             calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema, loss=Loss(loss).value,
             description=description, keep_checkpoint=not no_checkpoint, loader_workers=loader_workers,
+            interior_width=interior_width,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")

@@ -638,3 +638,37 @@ def test_training_with_loader_workers_is_reproducible_and_resumes(tmp_path):
     assert all(torch.equal(wa[k], wc[k]) for k in wa)   # two epochs at once == one, then --resume for the second
     with pytest.raises(CellsegError, match="--loader-workers"):
         _config(loader_workers=-1)
+
+
+def test_interior_width_erodes_touching_cells_apart_by_twice_the_width(tmp_path):
+    labels = np.zeros((64, 96), np.uint16)
+    labels[8:56, 8:48], labels[8:56, 48:88] = 1, 2   # two 48 x 40 cells sharing an edge at x = 48
+    root = tmp_path / "ann"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    tifffile.imwrite(root / "images" / "a.tif", (labels > 0).astype(np.uint16) * 500 + 100)
+    tifffile.imwrite(root / "masks" / "a.tif", labels)
+    pair = find_pairs(root)[0]
+    for width in (2, 6):
+        interior = load_sample(pair, percentiles=(1.0, 99.8), interior_width=width).targets[1] > 0
+        cols = np.flatnonzero(interior[32])
+        gap = np.flatnonzero(np.diff(cols) > 1)
+        assert len(gap) == 1 and cols[gap[0] + 1] - cols[gap[0]] - 1 == 2 * width   # the pixels between them
+        assert cols[0] == 8 + width and np.flatnonzero(interior[:, 20])[0] == 8 + width
+    with pytest.raises(CellsegError, match="--interior-width 0"):
+        _config(interior_width=0)
+
+
+def test_interior_width_is_recorded_inherited_by_fine_tuning_and_checked_on_resume(tmp_path):
+    root = _annotations(tmp_path / "ann", n=3)
+    first = train(root, tmp_path / "w4", _config(interior_width=4, calibrate=False), device=CPU)
+    assert load_model(first.model_dir).config.training["interior_width"] == 4
+    tuned = train(root, tmp_path / "tuned", _config(init=str(first.model_dir), calibrate=False), device=CPU)
+    assert load_model(tuned.model_dir).config.training["interior_width"] == 4   # the target it learnt
+    plain = train(root, tmp_path / "plain", _config(calibrate=False), device=CPU)
+    assert load_model(plain.model_dir).config.training["interior_width"] == 2
+    with pytest.raises(CellsegError, match="trained with --interior-width 4; resume it with the same"):
+        train(root, tmp_path / "w4", _config(epochs=2, interior_width=2, calibrate=False), device=CPU, resume=True)
+    resumed = train(root, tmp_path / "w4", _config(epochs=2, interior_width=4, calibrate=False), device=CPU,
+                    resume=True)
+    assert resumed.epochs_run == 2

@@ -188,8 +188,9 @@ def mask_to_labels(mask: np.ndarray) -> np.ndarray:
     return clean_instances(mask.astype(np.uint32))
 
 
-def load_sample(pair: Pair, *, percentiles: tuple[float, float]) -> Sample:
-    """Read, check and prepare one pair: normalised grey image and (cell, interior) targets."""
+def load_sample(pair: Pair, *, percentiles: tuple[float, float], interior_width: int = 2) -> Sample:
+    """Read, check and prepare one pair: normalised grey image and (cell, interior) targets, the interior
+    eroded by ``interior_width`` pixels (:func:`~cellsegcli.instances.interior_target`)."""
     image = pair.read_image()
     mask = pair.read_mask()
     if image.shape[:2] != mask.shape[:2]:
@@ -202,7 +203,7 @@ def load_sample(pair: Pair, *, percentiles: tuple[float, float]) -> Sample:
     from ..evaluation import checked_labels
 
     labels = mask_to_labels(checked_labels(mask[..., 0] if mask.ndim == 3 else mask, str(pair.mask)))
-    targets = np.stack([labels > 0, interior_target(labels)]).astype(np.float32)
+    targets = np.stack([labels > 0, interior_target(labels, width=interior_width)]).astype(np.float32)
     return Sample(pair.name, grey, targets, labels)
 
 

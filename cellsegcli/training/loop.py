@@ -93,6 +93,7 @@ class TrainConfig:
     description: str | None = None      # for config.json (default: what it was trained on, and how)
     keep_checkpoint: bool = True        # False: remove checkpoints/ once training has finished
     loader_workers: int = 0             # processes making the augmented batches (0: in the training process)
+    interior_width: int | None = None   # erosion of the interior target in px (None: the --init model's, else 2)
 
     def __post_init__(self) -> None:
         if self.crop % 32 or self.crop < 32:
@@ -102,6 +103,9 @@ class TrainConfig:
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise CellsegError(f"--steps-per-epoch {self.steps_per_epoch}: must be at least 1 (leave it out for "
                                f"about one pass over the training pixels)")
+        if self.interior_width is not None and not 1 <= self.interior_width <= 64:
+            raise CellsegError(f"--interior-width {self.interior_width}: give the interior's erosion in pixels, "
+                               f"1 to 64 (2 is the default)")
         if self.loader_workers < 0:
             raise CellsegError(f"--loader-workers {self.loader_workers}: give 0 (batches made in the training "
                                f"process) or more")
@@ -196,6 +200,15 @@ def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Modu
         raise CellsegError(f"--init {source}: model has outputs {model.config.outputs}; "
                            f"fine-tuning needs a (cell, interior) model")
     return network, model.config
+
+
+def interior_width(config: TrainConfig, started_from: ModelConfig | None) -> int:
+    """The interior target's erosion (px): ``--interior-width``, else the one the ``--init`` model was trained
+    with (so fine-tuning keeps the target its interior channel learnt), else 2."""
+    if config.interior_width is not None:
+        return config.interior_width
+    inherited = (started_from.training or {}).get("interior_width") if started_from is not None else None
+    return int(inherited) if isinstance(inherited, int) else 2
 
 
 def sampling_weights(samples: list[Sample], sampling: str) -> torch.Tensor:
@@ -331,7 +344,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
 
 def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
-             loss: str = "bce-dice") -> tuple[list[dict], int]:
+             loss: str = "bce-dice", interior_width: int = 2) -> tuple[list[dict], int]:
     """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
     if not path.is_file():
         raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
@@ -349,6 +362,10 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
     trained_with = state.get("loss", "bce-dice")   # checkpoints from before --loss were bce-dice
     if trained_with != loss:
         raise CellsegError(f"{path}: this run was trained with --loss {trained_with}; resume it with the same --loss")
+    eroded = state.get("interior_width", 2)   # checkpoints from before --interior-width used 2
+    if eroded != interior_width:
+        raise CellsegError(f"{path}: this run was trained with --interior-width {eroded}; resume it with the same "
+                           f"--interior-width")
     try:
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -366,7 +383,7 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
 
 
 def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None,
-               loss: str = "bce-dice") -> None:
+               loss: str = "bce-dice", interior_width: int = 2) -> None:
     state = {
         "epoch": epoch,
         "network": network.state_dict(),
@@ -377,6 +394,7 @@ def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, h
         "torch_rng": torch.get_rng_state(),
         "history": json.dumps(history),
         "loss": loss,
+        "interior_width": interior_width,
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
@@ -434,8 +452,9 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     if inherited and notify is not None:
         notify(f"validation keeps the {len(inherited)} image(s) that validated --init {config.init} "
                f"({len(val_pairs)} in all), so none of them is trained on")
-    train_samples = [load_sample(p, percentiles=config.percentiles) for p in train_pairs]
-    val_samples = [load_sample(p, percentiles=config.percentiles) for p in val_pairs]
+    width = interior_width(config, started_from)
+    train_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width) for p in train_pairs]
+    val_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width) for p in val_pairs]
     if not any(s.targets[0].any() for s in train_samples):
         raise CellsegError(f"{annotations}: the {len(train_samples)} training masks hold no cells (every pixel 0); "
                            f"check that masks/ holds the annotations, with cells > 0")
@@ -455,7 +474,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     start = 0
     last = checkpoint_path(out)
     if resume:
-        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss)
+        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss, width)
         if last.parent == out:   # an earlier version's layout: continue in checkpoints/
             (out / CHECKPOINTS).mkdir(exist_ok=True)
             os.replace(last, out / CHECKPOINTS / LAST)
@@ -504,7 +523,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "epoch": epoch, "seed": config.seed, "init": config.init, "crop": config.crop,
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
                     "sampling": config.sampling, "ema": config.ema, "loss": config.loss, "steps_per_epoch": steps,
-                    "loader_workers": config.loader_workers,
+                    "loader_workers": config.loader_workers, "interior_width": width,
                     "augment": dataclasses.asdict(config.augment),
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
@@ -521,7 +540,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     description=description,
                 )
                 save_model(validated_network, model_config, out, half=True)
-            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, config.loss)
+            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, config.loss, width)
             write_history(out, history)
         saved_epoch = epoch
         if on_epoch is not None:
