@@ -203,6 +203,13 @@ def test_crossval_end_to_end_on_a_tiny_set(tmp_path):
     assert json.loads((tmp_path / "cv" / "partial.json").read_text())["held_out"]["frames"] == 6
     nothing = subprocess.run([*args[:4], str(tmp_path / "empty"), "--report"], capture_output=True, text=True)
     assert nothing.returncode != 0 and "no fold has finished" in nothing.stderr
+    errors = subprocess.run([sys.executable, str(BENCHMARKS / "errors.py"), str(tmp_path / "cv"), "--data",
+                             str(tmp_path / "ann"), "--device", "cpu"], capture_output=True, text=True)
+    assert errors.returncode == 0, errors.stderr[-2000:]
+    table = [line.split("|")[1:-1] for line in errors.stdout.splitlines() if line.startswith("| ")]
+    header, rows = [c.strip() for c in table[0]], {r[0].strip(): [c.strip() for c in r] for r in table[1:]}
+    assert sorted(rows) == ["all", "fold-0", "fold-1"] and rows["all"][header.index("frames")] == "6"
+    assert int(rows["all"][header.index("n_gt")]) == 18   # the 6 frames' 3 cells, each counted once
 
 
 def test_dim_objects_brings_chosen_objects_to_a_share_of_the_brightest():
