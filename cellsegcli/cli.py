@@ -426,6 +426,9 @@ def _report_segment(source: Path, result, gt: Optional[Path], as_json: bool) -> 
             console.info(f"scores vs {gt}: pixel Jaccard {sc['jaccard']['mean']:.4f}, "
                          f"Dice {sc['dice']['mean']:.4f}, object F1@0.5 {sc['f1']['mean']:.4f}, "
                          f"mean AP {sc['mean_ap']['mean']:.4f}{note} -> {s['scores_table']}")
+            from .error_kinds import describe
+
+            console.info(f"errors: {describe(sc['errors'])}")
     return s
 
 @app.command("evaluate", cls=_Command)
@@ -478,6 +481,9 @@ def evaluate_cli(
                           + [["pixel Jaccard, pooled over frames", result.pooled["jaccard"], ""],
                              ["object F1 @0.5, pooled over frames", result.pooled["f1"], ""],
                              ["SEG (CTC), pooled over frames", result.pooled["seg"], ""]])
+            from .error_kinds import describe
+
+            console.info(f"errors at IoU > 0.5: {describe(result.errors)}")
         mean = result.summary["jaccard"]["mean"]
         if min_jaccard is not None and not mean >= min_jaccard:
             console.error(f"mean pixel Jaccard {mean:.4f} is below --min-jaccard {min_jaccard}")

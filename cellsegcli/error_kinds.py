@@ -63,3 +63,14 @@ def error_kinds(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
         else:
             counts["fp_outline"] += 1
     return counts
+
+
+def describe(counts: dict[str, int]) -> str:
+    """One line for people: where the unmatched cells and objects of ``counts`` (:func:`error_kinds`, or
+    sums of it) went."""
+    missed = counts["n_gt"] - counts["tp"]
+    extra = counts["n_pred"] - counts["tp"]
+    return (f"{missed} of {counts['n_gt']} cells unmatched ({counts['fn_merged']} merged with a neighbour, "
+            f"{counts['fn_missed']} not found, {counts['fn_split']} split, {counts['fn_outline']} outline off); "
+            f"{extra} of {counts['n_pred']} objects unmatched ({counts['fp_merge']} merges, {counts['fp_spurious']} "
+            f"on background, {counts['fp_fragment']} pieces of a cell, {counts['fp_outline']} outline off)")

@@ -152,10 +152,12 @@ class Evaluation:
     summary: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> {mean, std}
     pooled: dict[str, float] = field(default_factory=dict)  # sequence-level SEG and object counts
     unannotated: list[str] = field(default_factory=list)   # frames of a ground-truth stack left empty
+    errors: dict[str, int] = field(default_factory=dict)    # error kinds summed over the frames (error_kinds)
 
     def as_dict(self) -> dict:
         return {"pred": str(self.pred), "gt": str(self.gt), "frames": len(self.rows), "summary": self.summary,
-                "pooled": self.pooled, "unannotated_frames": self.unannotated, "per_frame": self.rows}
+                "pooled": self.pooled, "errors": self.errors, "unannotated_frames": self.unannotated,
+                "per_frame": self.rows}
 
 
 def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = None,
@@ -179,6 +181,7 @@ def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = Non
 
 
 def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None] | None) -> Evaluation:
+    from .error_kinds import error_kinds
     from .metrics import frame_scores, pooled_scores, summarize
 
     pred, gt = p_src.path, g_src.path
@@ -194,6 +197,8 @@ def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None]
             result.unannotated.append(name)
         else:
             result.rows.append({"frame": name, **frame_scores(p, g)})
+            for k, v in error_kinds(p, g).items():
+                result.errors[k] = result.errors.get(k, 0) + v
         if progress is not None:
             progress(done, len(pairs))
     if not result.rows:

@@ -820,4 +820,5 @@ def _score(outputs: Outputs, gt: Path, table_format: str, frames: range | None =
     evaluation = evaluate(outputs.zarr, gt, gt_frames=frames)
     rows = evaluation.rows
     write_table({k: [r[k] for r in rows] for k in rows[0]}, outputs.scores, format=table_format, overwrite=True)
-    return {**evaluation.summary, "pooled": evaluation.pooled, "unannotated_frames": evaluation.unannotated}
+    return {**evaluation.summary, "pooled": evaluation.pooled, "errors": evaluation.errors,
+            "unannotated_frames": evaluation.unannotated}

@@ -96,3 +96,24 @@ def test_frame_count_mismatch_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "g.tif", np.zeros((3, 8, 8), np.uint16), photometric="minisblack", metadata={"axes": "TYX"})
     result = runner.invoke(app, ["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "g.tif")])
     assert result.exit_code == 1 and "has 2 frames but" in result.stderr
+
+
+def test_error_kinds_are_summed_over_frames_and_said_in_one_line(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    two = np.zeros((40, 60), np.uint16)
+    two[10:30, 10:30], two[10:30, 30:50] = 1, 2                      # two touching cells
+    tifffile.imwrite(gt / "a_masks.tif", two)
+    tifffile.imwrite(pred / "a.tif", (two > 0).astype(np.uint16))     # predicted as one: a merge
+    tifffile.imwrite(gt / "b_masks.tif", _square(5, 5))
+    tifffile.imwrite(pred / "b.tif", _square(5, 5) + 2 * _square(25, 25))   # the cell, and one on background
+    out = json.loads(runner.invoke(app, ["evaluate", str(pred), str(gt), "--json"]).stdout)
+    errors = out["errors"]
+    assert (errors["tp"], errors["n_gt"], errors["n_pred"]) == (1, 3, 3)
+    assert errors["fn_merged"] == 2 and errors["fp_merge"] == 1 and errors["fp_spurious"] == 1
+    assert sum(v for k, v in errors.items() if k.startswith(("fn_", "fp_"))) == 4
+    text = runner.invoke(app, ["evaluate", str(pred), str(gt)])
+    assert text.exit_code == 0
+    assert ("2 of 3 cells unmatched (2 merged with a neighbour" in " ".join(text.output.split())
+            and "1 on background" in text.output)

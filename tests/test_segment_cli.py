@@ -155,6 +155,8 @@ def test_segment_with_ground_truth_writes_scores(env, tmp_path):
     summary = json.loads(result.stdout)
     scores = pd.read_csv(summary["scores_table"])
     assert len(scores) == 2 and 0 <= summary["scores"]["jaccard"]["mean"] <= 1
+    errors = summary["scores"]["errors"]   # the error kinds of both frames (cellsegcli.error_kinds)
+    assert errors["n_gt"] == 2 and errors["n_gt"] - errors["tp"] == sum(v for k, v in errors.items() if k[:3] == "fn_")
 
 
 def test_ground_truth_of_the_wrong_length_is_refused_before_segmenting(env, tmp_path):
