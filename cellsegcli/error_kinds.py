@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import match_objects
+from .metrics import Matching, match_objects
 
 FN_KINDS = ("fn_merged", "fn_missed", "fn_split", "fn_outline")
 FP_KINDS = ("fp_merge", "fp_spurious", "fp_fragment", "fp_outline")
 
 
-def error_kinds(pred: np.ndarray, gt: np.ndarray) -> dict[str, int]:
+def error_kinds(pred: np.ndarray, gt: np.ndarray, *, matching: Matching | None = None) -> dict[str, int]:
     """Counts of ``tp``, ``n_gt``, ``n_pred`` and of each kind in :data:`FN_KINDS` and :data:`FP_KINDS` for
-    one frame's (Y, X) instance labels (0 is background; binary input is split into connected components)."""
-    m = match_objects(pred, gt)
+    one frame's (Y, X) instance labels (0 is background; binary input is split into connected components);
+    ``matching``: their ``match_objects`` when the caller has it already."""
+    m = match_objects(pred, gt) if matching is None else matching
     inter = m.intersection.astype(np.float64)
     hit = m.iou > 0.5
     of_gt = inter / np.maximum(m.gt_areas, 1)[:, None]       # share of each cell inside each prediction

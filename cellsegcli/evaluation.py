@@ -182,7 +182,7 @@ def evaluate(pred: Path, gt: Path, *, progress: Callable[..., None] | None = Non
 
 def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None] | None) -> Evaluation:
     from .error_kinds import error_kinds
-    from .metrics import frame_scores, pooled_scores, summarize
+    from .metrics import frame_scores, match_objects, pooled_scores, summarize
 
     pred, gt = p_src.path, g_src.path
     pairs = pair_frames(p_src, g_src)
@@ -196,8 +196,9 @@ def _score(p_src: LabelSource, g_src: LabelSource, progress: Callable[..., None]
         if sparse and not g.any():
             result.unannotated.append(name)
         else:
-            result.rows.append({"frame": name, **frame_scores(p, g)})
-            for k, v in error_kinds(p, g).items():
+            matching = match_objects(p, g)   # once, for the scores and the error kinds
+            result.rows.append({"frame": name, **frame_scores(p, g, matching=matching)})
+            for k, v in error_kinds(p, g, matching=matching).items():
                 result.errors[k] = result.errors.get(k, 0) + v
         if progress is not None:
             progress(done, len(pairs))

@@ -331,13 +331,15 @@ def seg_score(pred: np.ndarray, gt: np.ndarray) -> float:
     return _seg(match_objects(pred, gt))
 
 
-def frame_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+def frame_scores(pred: np.ndarray, gt: np.ndarray, *, matching: Matching | None = None) -> dict[str, float]:
     """Every metric of this module for one frame, as one flat row.
 
     Parameters
     ----------
     pred, gt : (Y, X) bool or integer arrays
         Instance labels or binary masks (see the module conventions).
+    matching : Matching, optional
+        ``match_objects(pred, gt)`` when the caller has it already (it is not computed again).
 
     Returns
     -------
@@ -347,7 +349,7 @@ def frame_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         ``n_pred``, ``n_gt`` at IoU > 0.5; ``mean_ap`` (DSB2018) and ``seg`` (CTC, NaN for an empty gt).
     """
     pred, gt = _check_pair(pred, gt)
-    matching = match_objects(pred, gt)
+    matching = match_objects(pred, gt) if matching is None else matching
     counts = _counts(matching, 0.5)
     row = pixel_scores(pred, gt)
     row.update(

@@ -108,8 +108,8 @@ class OverlayResult:
 
 
 def overlay_result(result: Path, out: Path, *, image: Path | None = None, gt: Path | None = None,
-            frames: list[int] | None = None, progress: Callable[..., None] | None = None, tracks: bool = False,
-            trail: int = 10, frame_range: str | None = None) -> OverlayResult:
+                   frames: list[int] | None = None, progress: Callable[..., None] | None = None,
+                   tracks: bool = False, trail: int = 10, frame_range: str | None = None) -> OverlayResult:
     """PNG overlays per frame (+ an animated GIF and a time-course plot) of a ``cellseg segment`` result;
     with ``tracks`` (a tracked result), cells coloured by track with their last ``trail`` frames' path,
     and a lineage plot. ``frame_range`` (``START:STOP[:STEP]``) picks frames like ``frames``, by the
