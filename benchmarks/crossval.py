@@ -90,7 +90,8 @@ def train_fold(data: Path, out: Path, args, device) -> Path:
                          lr=args.lr, batch_size=args.batch_size, crop=args.crop, seed=args.seed,
                          steps_per_epoch=args.steps_per_epoch, schedule=args.schedule, loss=args.loss,
                          name=out.name, command=" ".join(sys.argv), max_minutes=args.max_minutes,
-                         loader_workers=args.loader_workers, interior_width=args.interior_width)
+                         loader_workers=args.loader_workers, interior_width=args.interior_width,
+                         border_weight=args.border_weight)
 
     def on_epoch(r) -> None:
         print(f"  {out.name} epoch {r.epoch}/{r.epochs}: train {r.train_loss:.4f}, val {r.val_loss:.4f}, "
@@ -171,6 +172,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--interior-width", type=int, help="erosion of the interior target, px (default 2)")
+    parser.add_argument("--border-weight", type=float, default=0.0,
+                        help="U-Net's w0: extra loss weight between close cells (default 0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, help="per fold; rerun to continue")
     parser.add_argument("--loader-workers", type=int, default=0, help="processes making the training batches")

@@ -173,6 +173,9 @@ def train_cli(
     interior_width: Annotated[Optional[int], typer.Option("--interior-width", help="Pixels each cell is eroded "
                               "by in the interior target that parts touching cells (default: the --init "
                               "model's, else 2).")] = None,
+    border_weight: Annotated[float, typer.Option("--border-weight", help="Extra loss weight of the pixels "
+                             "between touching or close cells (U-Net's w0, e.g. 10; sigma 5 px); 0: "
+                             "unweighted.")] = 0.0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share when there is no "
                                                 "val/ folder; the images that validated an --init model trained "
                                                 "on this folder stay in validation.")] = 0.2,
@@ -214,7 +217,7 @@ def train_cli(
             max_minutes=max_minutes, command=command, schedule=Schedule(schedule).value,
             calibrate=calibrate, sampling=Sampling(sampling).value, ema=ema, loss=Loss(loss).value,
             description=description, keep_checkpoint=not no_checkpoint, loader_workers=loader_workers,
-            interior_width=interior_width,
+            interior_width=interior_width, border_weight=border_weight,
         )
         dev = resolve_device(device)
         console.info(f"training {config.architecture} on {annotations} -> {out} ({dev})")

@@ -35,6 +35,23 @@ def disks() -> np.ndarray:
     return labels
 
 
+@pytest.fixture
+def annotate(tmp_path):
+    """``annotate(labels)``: an annotation folder (images/, masks/) holding one image made from the label
+    image ``labels`` (cells bright on a dim background) and ``labels`` as its mask."""
+    import tifffile
+
+    def make(labels: np.ndarray, name: str = "ann") -> Path:
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir()
+        tifffile.imwrite(root / "images" / "a.tif", (labels > 0).astype(np.uint16) * 500 + 100)
+        tifffile.imwrite(root / "masks" / "a.tif", labels)
+        return root
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> Path:
     """A folder holding the model ``tiny``: a randomly initialised FPN (outputs are never asserted)."""

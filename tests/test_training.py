@@ -604,11 +604,12 @@ def test_a_model_that_validates_poorly_ends_with_one_warning_line(tmp_path):
     assert "below 0.5" in result.warning and "--epochs" in result.warning and "--init" in result.warning
 
 
-def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path):
+@pytest.mark.parametrize("border_weight", [0.0, 10.0])
+def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path, border_weight):
     from cellsegcli.training.loop import CropBatches, batch_loader
 
     root = _annotations(tmp_path / "ann", n=3)
-    samples = [load_sample(p, percentiles=(1.0, 99.8)) for p in find_pairs(root)]
+    samples = [load_sample(p, percentiles=(1.0, 99.8), border_weight=border_weight) for p in find_pairs(root)]
     config = _config(loader_workers=1)
     here = CropBatches(samples, config.crop, config.batch_size, config.augment)
     seeds = [11, 5, 2**61 + 3]
@@ -620,8 +621,9 @@ def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path):
             sampler.values = seeds[epoch:]
             got = list(loader)
             assert len(got) == len(seeds) - epoch
-            for (x, y), (ex, ey) in zip(got, expected[epoch:]):
+            for (x, y, w), (ex, ey, ew) in zip(got, expected[epoch:]):
                 assert torch.equal(x, ex) and torch.equal(y, ey)
+                assert (w is None and ew is None) if not border_weight else torch.equal(w, ew)
         del loader
 
 
@@ -640,15 +642,10 @@ def test_training_with_loader_workers_is_reproducible_and_resumes(tmp_path):
         _config(loader_workers=-1)
 
 
-def test_interior_width_erodes_touching_cells_apart_by_twice_the_width(tmp_path):
+def test_interior_width_erodes_touching_cells_apart_by_twice_the_width(annotate):
     labels = np.zeros((64, 96), np.uint16)
     labels[8:56, 8:48], labels[8:56, 48:88] = 1, 2   # two 48 x 40 cells sharing an edge at x = 48
-    root = tmp_path / "ann"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    tifffile.imwrite(root / "images" / "a.tif", (labels > 0).astype(np.uint16) * 500 + 100)
-    tifffile.imwrite(root / "masks" / "a.tif", labels)
-    pair = find_pairs(root)[0]
+    pair = find_pairs(annotate(labels))[0]
     for width in (2, 6):
         interior = load_sample(pair, percentiles=(1.0, 99.8), interior_width=width).targets[1] > 0
         cols = np.flatnonzero(interior[32])
@@ -672,3 +669,25 @@ def test_interior_width_is_recorded_inherited_by_fine_tuning_and_checked_on_resu
     resumed = train(root, tmp_path / "w4", _config(epochs=2, interior_width=4, calibrate=False), device=CPU,
                     resume=True)
     assert resumed.epochs_run == 2
+
+
+def test_border_weight_is_recorded_checked_on_resume_and_batched_alike_by_workers(tmp_path):
+    from cellsegcli.training.loop import CropBatches, _batches
+
+    root = _annotations(tmp_path / "ann", n=3)
+    first = train(root, tmp_path / "bw", _config(border_weight=10, calibrate=False), device=CPU)
+    assert load_model(first.model_dir).config.training["border_weight"] == 10
+    with pytest.raises(CellsegError, match="trained with --border-weight 10.*resume it with the same"):
+        train(root, tmp_path / "bw", _config(epochs=2, calibrate=False), device=CPU, resume=True)
+    assert train(root, tmp_path / "bw", _config(epochs=2, border_weight=10, calibrate=False), device=CPU,
+                 resume=True).epochs_run == 2
+    samples = [load_sample(p, percentiles=(1.0, 99.8), border_weight=10) for p in find_pairs(root)]
+    x, y, w = next(_batches(samples, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))
+    assert x.shape == (2, 1, 64, 64) and y.shape == (2, 2, 64, 64) and w.shape == (2, 1, 64, 64)
+    assert w.min() >= 1 - 1e-5
+    xs, ys, ws = CropBatches(samples, 64, 2, Augmentation())[7]
+    assert ys.shape == y.shape and ws.shape == w.shape
+    plain = [load_sample(p, percentiles=(1.0, 99.8)) for p in find_pairs(root)]
+    assert next(_batches(plain, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))[2] is None
+    with pytest.raises(CellsegError, match="--border-weight -1"):
+        _config(border_weight=-1)

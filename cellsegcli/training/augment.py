@@ -157,10 +157,11 @@ def jitter_intensity(image: torch.Tensor, aug: Augmentation, gen: torch.Generato
 
 
 def random_crop(stack: torch.Tensor, crop: int, aug: Augmentation, gen: torch.Generator,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-    """One augmented crop of ``stack`` (1 + K, Y, X): channel 0 the image (bilinear), the rest binary
-    targets (bilinear, then thresholded at 0.5). ``labels`` (Y, X), the instance ids, follow the same
-    grid (nearest) for the per-object gains. Returns (1 + K, crop, crop)."""
+                labels: torch.Tensor | None = None, *, continuous: int = 0) -> torch.Tensor:
+    """One augmented crop of ``stack`` (1 + K + C, Y, X): channel 0 the image (bilinear), then K binary
+    targets (bilinear, then thresholded at 0.5), then the last ``continuous`` C channels (pixel weights:
+    bilinear, kept as they are). ``labels`` (Y, X), the instance ids, follow the same grid (nearest) for
+    the per-object gains. Returns (1 + K + C, crop, crop)."""
     _, h, w = stack.shape
     grid = sample_grid(h, w, crop, aug, gen)
     out = F.grid_sample(stack[None], grid, mode="bilinear", padding_mode="reflection", align_corners=True)[0]
@@ -169,5 +170,6 @@ def random_crop(stack: torch.Tensor, crop: int, aug: Augmentation, gen: torch.Ge
         ids = F.grid_sample(labels[None, None].float(), grid, mode="nearest", padding_mode="reflection",
                             align_corners=True)[0, 0]
     image = jitter_intensity(out[:1], aug, gen, ids)
-    targets = (out[1:] > 0.5).float()
-    return torch.cat([image, targets])
+    end = out.shape[0] - continuous
+    targets = (out[1:end] > 0.5).float()
+    return torch.cat([image, targets, out[end:]])

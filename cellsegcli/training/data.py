@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import CellsegError
 from ..instances import clean_instances, count_holed, interior_target
 from ..normalize import BadFrameError, normalize, to_grey
+from .border import border_weights
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 MASK_SUFFIX = "_masks"
@@ -52,12 +53,19 @@ class Pair:
 
 @dataclass
 class Sample:
-    """One annotated image ready for cropping: image (Y, X) float32 normalised, targets (K, Y, X) float32."""
+    """One annotated image ready for cropping: image (Y, X) float32 normalised, targets (K, Y, X) float32,
+    and, when the loss weighs pixels, their weights (Y, X) float32 (:mod:`~cellsegcli.training.border`)."""
 
     name: str
     image: np.ndarray
     targets: np.ndarray
     labels: np.ndarray
+    weights: np.ndarray | None = None
+
+    def stack(self) -> np.ndarray:
+        """(1 + K [+ 1], Y, X): the image, the targets and the weights if any, for cropping together."""
+        layers = [self.image[None], self.targets] + ([self.weights[None]] if self.weights is not None else [])
+        return np.concatenate(layers)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -188,9 +196,11 @@ def mask_to_labels(mask: np.ndarray) -> np.ndarray:
     return clean_instances(mask.astype(np.uint32))
 
 
-def load_sample(pair: Pair, *, percentiles: tuple[float, float], interior_width: int = 2) -> Sample:
+def load_sample(pair: Pair, *, percentiles: tuple[float, float], interior_width: int = 2,
+                border_weight: float = 0.0) -> Sample:
     """Read, check and prepare one pair: normalised grey image and (cell, interior) targets, the interior
-    eroded by ``interior_width`` pixels (:func:`~cellsegcli.instances.interior_target`)."""
+    eroded by ``interior_width`` pixels (:func:`~cellsegcli.instances.interior_target`), and with a
+    ``border_weight`` > 0 the pixel weights of :func:`~cellsegcli.training.border.border_weights` (w0)."""
     image = pair.read_image()
     mask = pair.read_mask()
     if image.shape[:2] != mask.shape[:2]:
@@ -204,7 +214,8 @@ def load_sample(pair: Pair, *, percentiles: tuple[float, float], interior_width:
 
     labels = mask_to_labels(checked_labels(mask[..., 0] if mask.ndim == 3 else mask, str(pair.mask)))
     targets = np.stack([labels > 0, interior_target(labels, width=interior_width)]).astype(np.float32)
-    return Sample(pair.name, grey, targets, labels)
+    weights = border_weights(labels, w0=border_weight) if border_weight > 0 else None
+    return Sample(pair.name, grey, targets, labels, weights)
 
 
 def fingerprint(pairs: list[Pair]) -> str:

@@ -94,6 +94,7 @@ class TrainConfig:
     keep_checkpoint: bool = True        # False: remove checkpoints/ once training has finished
     loader_workers: int = 0             # processes making the augmented batches (0: in the training process)
     interior_width: int | None = None   # erosion of the interior target in px (None: the --init model's, else 2)
+    border_weight: float = 0.0          # U-Net's w0: extra BCE weight between close cells (0: unweighted)
 
     def __post_init__(self) -> None:
         if self.crop % 32 or self.crop < 32:
@@ -106,6 +107,9 @@ class TrainConfig:
         if self.interior_width is not None and not 1 <= self.interior_width <= 64:
             raise CellsegError(f"--interior-width {self.interior_width}: give the interior's erosion in pixels, "
                                f"1 to 64 (2 is the default)")
+        if not (math.isfinite(self.border_weight) and 0 <= self.border_weight <= 100):
+            raise CellsegError(f"--border-weight {self.border_weight:g}: give the extra weight of the pixels between "
+                               f"close cells, 0 (off) to 100 (the U-Net paper used 10)")
         if self.loader_workers < 0:
             raise CellsegError(f"--loader-workers {self.loader_workers}: give 0 (batches made in the training "
                                f"process) or more")
@@ -219,37 +223,46 @@ def sampling_weights(samples: list[Sample], sampling: str) -> torch.Tensor:
     return torch.tensor([s.image.size for s in samples], dtype=torch.float64)
 
 
+def _split(crops: torch.Tensor, n_targets: int, weighted: bool):
+    """(x, y, w) of a batch of stacked crops: image, targets, pixel weights (None when unweighted)."""
+    return crops[:, :1], crops[:, 1:1 + n_targets], (crops[:, 1 + n_targets:] if weighted else None)
+
+
 def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
              gen: torch.Generator, sampling: str = "area"):
-    """``steps`` batches of augmented crops, images drawn per ``sampling`` (see `sampling_weights`)."""
-    stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
+    """``steps`` (x, y, w) batches of augmented crops, images drawn per ``sampling`` (see
+    `sampling_weights`); w, the pixel weights, is None unless the samples carry weights."""
+    stacks = [torch.from_numpy(s.stack()) for s in samples]
     labels = [torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0 else None
     weights = sampling_weights(samples, sampling)
+    n_targets, weighted = samples[0].targets.shape[0], samples[0].weights is not None
     for _ in range(steps):
         idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
-        crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None)
-                             for i in idx.tolist()])
-        yield crops[:, :1], crops[:, 1:]
+        crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None,
+                                         continuous=int(weighted)) for i in idx.tolist()])
+        yield _split(crops, n_targets, weighted)
 
 
 class CropBatches(torch.utils.data.Dataset):
-    """Batches of augmented crops made from a seed each (``dataset[seed]`` -> (x, y)), so that worker
+    """Batches of augmented crops made from a seed each (``dataset[seed]`` -> (x, y, w)), so that worker
     processes make the same batches in the same order whatever their number: what ``--loader-workers``
     uses. The stream of batches differs from the in-process one of ``_batches`` (one generator for all)."""
 
     def __init__(self, samples: list[Sample], crop: int, batch: int, aug: Augmentation, sampling: str = "area"):
-        self.stacks = [torch.from_numpy(np.concatenate([s.image[None], s.targets])) for s in samples]
+        self.stacks = [torch.from_numpy(s.stack()) for s in samples]
         self.labels = ([torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0
                        else None)
         self.weights = sampling_weights(samples, sampling)
+        self.n_targets, self.weighted = samples[0].targets.shape[0], samples[0].weights is not None
         self.crop, self.batch, self.aug = crop, batch, aug
 
-    def __getitem__(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, seed: int):
         gen = torch.Generator().manual_seed(int(seed))
         idx = torch.multinomial(self.weights, self.batch, replacement=True, generator=gen)
         crops = torch.stack([random_crop(self.stacks[i], self.crop, self.aug, gen,
-                                         self.labels[i] if self.labels else None) for i in idx.tolist()])
-        return crops[:, :1], crops[:, 1:]
+                                         self.labels[i] if self.labels else None, continuous=int(self.weighted))
+                             for i in idx.tolist()])
+        return _split(crops, self.n_targets, self.weighted)
 
 
 class _Seeds(torch.utils.data.Sampler):
@@ -289,12 +302,13 @@ def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batche
     criterion = loss_function(loss_name)
     amp = autocast_dtype(device)
     losses = []
-    for step, (x, y) in enumerate(batches, start=1):
+    for step, (x, y, w) in enumerate(batches, start=1):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
+        w = w.to(device, non_blocking=True) if w is not None else None
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = network(x)
-        loss = criterion(logits, y)
+        loss = criterion(logits, y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -343,9 +357,21 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
 
 
+# what a checkpoint must have been trained with to be resumed: option -> (its value in checkpoints written
+# before the option existed, the command-line flag)
+RECIPE = {"loss": ("bce-dice", "--loss"), "interior_width": (2, "--interior-width"),
+          "border_weight": (0.0, "--border-weight")}
+
+
+def _recipe(config: TrainConfig, interior_width: int) -> dict:
+    """The values of :data:`RECIPE` for this run."""
+    return {"loss": config.loss, "interior_width": interior_width, "border_weight": config.border_weight}
+
+
 def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
-             loss: str = "bce-dice", interior_width: int = 2) -> tuple[list[dict], int]:
-    """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run)."""
+             recipe: dict | None = None) -> tuple[list[dict], int]:
+    """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run). The
+    ``recipe`` (see :data:`RECIPE`) must be the one the checkpoint was trained with."""
     if not path.is_file():
         raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
     try:
@@ -359,13 +385,12 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
     if (ema is None) != ("ema" not in state):
         was = f"with --ema {state['ema']['decay']:g}" if "ema" in state else "without --ema"
         raise CellsegError(f"{path}: this run was trained {was}; resume it with the same --ema option")
-    trained_with = state.get("loss", "bce-dice")   # checkpoints from before --loss were bce-dice
-    if trained_with != loss:
-        raise CellsegError(f"{path}: this run was trained with --loss {trained_with}; resume it with the same --loss")
-    eroded = state.get("interior_width", 2)   # checkpoints from before --interior-width used 2
-    if eroded != interior_width:
-        raise CellsegError(f"{path}: this run was trained with --interior-width {eroded}; resume it with the same "
-                           f"--interior-width")
+    for key, value in (recipe or {}).items():
+        before, flag = RECIPE[key]
+        trained_with = state.get(key, before)
+        if trained_with != value:
+            raise CellsegError(f"{path}: this run was trained with {flag} {trained_with}; resume it with the same "
+                               f"{flag}")
     try:
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -383,7 +408,7 @@ def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
 
 
 def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None,
-               loss: str = "bce-dice", interior_width: int = 2) -> None:
+               recipe: dict | None = None) -> None:
     state = {
         "epoch": epoch,
         "network": network.state_dict(),
@@ -393,8 +418,7 @@ def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, h
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": json.dumps(history),
-        "loss": loss,
-        "interior_width": interior_width,
+        **(recipe or {}),
     }
     if ema is not None:
         state["ema"] = ema.state_dict()
@@ -453,7 +477,10 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         notify(f"validation keeps the {len(inherited)} image(s) that validated --init {config.init} "
                f"({len(val_pairs)} in all), so none of them is trained on")
     width = interior_width(config, started_from)
-    train_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width) for p in train_pairs]
+    recipe = _recipe(config, width)
+    train_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width,
+                                 border_weight=config.border_weight) for p in train_pairs]
+    # validated unweighted, so that validation losses compare across --border-weight
     val_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width) for p in val_pairs]
     if not any(s.targets[0].any() for s in train_samples):
         raise CellsegError(f"{annotations}: the {len(train_samples)} training masks hold no cells (every pixel 0); "
@@ -474,7 +501,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     start = 0
     last = checkpoint_path(out)
     if resume:
-        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, config.loss, width)
+        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, recipe)
         if last.parent == out:   # an earlier version's layout: continue in checkpoints/
             (out / CHECKPOINTS).mkdir(exist_ok=True)
             os.replace(last, out / CHECKPOINTS / LAST)
@@ -524,6 +551,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
                     "sampling": config.sampling, "ema": config.ema, "loss": config.loss, "steps_per_epoch": steps,
                     "loader_workers": config.loader_workers, "interior_width": width,
+                    "border_weight": config.border_weight,
                     "augment": dataclasses.asdict(config.augment),
                     "val_loss": round(val_loss, 5), "val_jaccard": round(val_jaccard, 5),
                     "cellseg_version": __version__, "torch_version": torch.__version__, "device": str(device),
@@ -540,7 +568,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     description=description,
                 )
                 save_model(validated_network, model_config, out, half=True)
-            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, config.loss, width)
+            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, recipe)
             write_history(out, history)
         saved_epoch = epoch
         if on_epoch is not None:

@@ -23,11 +23,21 @@ def soft_dice_loss(probs: torch.Tensor, targets: torch.Tensor, eps: float = 1.0)
     return (1 - (2 * inter + eps) / (denom + eps)).mean()
 
 
-def bce_dice_loss(logits: torch.Tensor, targets: torch.Tensor, *, beta: float = 1.0) -> torch.Tensor:
-    """Dice loss + beta * BCE; ``logits`` and ``targets`` are (B, K, Y, X)."""
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy of (B, K, Y, X) logits; each pixel's term times ``weight`` (B, 1, Y, X),
+    the same for every channel, when given (:func:`~cellsegcli.training.border.border_weights`)."""
+    if weight is None:
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (per_pixel * weight).mean()
+
+
+def bce_dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None, *,
+                  beta: float = 1.0) -> torch.Tensor:
+    """Dice loss + beta * BCE (pixel-weighted by ``weight`` when given); ``logits`` and ``targets`` are
+    (B, K, Y, X)."""
     logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, targets)
-    return soft_dice_loss(torch.sigmoid(logits), targets) + beta * bce
+    return soft_dice_loss(torch.sigmoid(logits), targets) + beta * weighted_bce(logits, targets, weight)
 
 
 def _lovasz_grad(sorted_targets: torch.Tensor) -> torch.Tensor:
@@ -53,12 +63,13 @@ def lovasz_hinge(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (F.relu(errors) * grad).sum(-1).mean()
 
 
-def bce_lovasz_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE + Lovász hinge; ``logits`` and ``targets`` are (B, K, Y, X)."""
+def bce_lovasz_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE (pixel-weighted by ``weight`` when given) + Lovász hinge; ``logits`` and ``targets`` are
+    (B, K, Y, X)."""
     logits = logits.float()
-    return F.binary_cross_entropy_with_logits(logits, targets) + lovasz_hinge(logits, targets)
+    return weighted_bce(logits, targets, weight) + lovasz_hinge(logits, targets)
 
 
-def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss called ``name`` (one of :data:`LOSSES`)."""
+def loss_function(name: str) -> Callable[..., torch.Tensor]:
+    """The loss called ``name`` (one of :data:`LOSSES`): ``loss(logits, targets, weight=None)``."""
     return {"bce-dice": bce_dice_loss, "bce-lovasz": bce_lovasz_loss}[name]
