@@ -38,6 +38,7 @@ CV_EPOCHS=${CV_EPOCHS:-20}
 CV_STEPS=${CV_STEPS:-120}
 CROP=${CROP:-384}                     # the phase crops: 384 px won or tied 256 px on every CPU fold
 INTERIOR_WIDTH=${INTERIOR_WIDTH:-2}   # the interior target's erosion (train --interior-width)
+BORDER_WEIGHT=${BORDER_WEIGHT:-0}     # U-Net's separation weight w0 (train --border-weight; 0: off)
 LOADER_WORKERS=${LOADER_WORKERS:-12}
 RUNS=${RUNS:-/tmp/cellseg-gpu}
 SLOW=${SLOW:-1}   # multiplies every time limit (a CPU test of this script needs about 10)
@@ -59,7 +60,7 @@ if has train; then
   timeout "$((${TRAIN_SECONDS:-200} * SLOW))" "$PY" benchmarks/crossval.py "$DATA/usiigaci-phase" -o "$RUNS/cv" --folds 4 \
     --same set23,set40 --epochs "$CV_EPOCHS" --steps-per-epoch "$CV_STEPS" --lr 1e-3 --schedule cosine --init none \
     --seed 0 --device "$DEVICE" --loader-workers "$LOADER_WORKERS" --crop "$CROP" --interior-width "$INTERIOR_WIDTH" \
-    > "$OUT/cv/crossval.md" 2> "$OUT/cv/train.log"
+    --border-weight "$BORDER_WEIGHT" > "$OUT/cv/crossval.md" 2> "$OUT/cv/train.log"
   echo "crossval.py exit $? at $(date -u +%T)" >> "$OUT/cv/train.log"
   for f in "$RUNS"/cv/fold-*/scores.json; do
     [ -f "$f" ] && cp "$f" "$OUT/cv/$(basename "$(dirname "$f")").scores.json"
@@ -77,7 +78,7 @@ if has ship; then   # the shippable phase model: the shipped model's split (weig
   timeout "$((${SHIP_SECONDS:-150} * SLOW))" "$PY" -m cellsegcli train "$RUNS/phase-data" -o "$RUNS/phase" --init none \
     --epochs "$CV_EPOCHS" --steps-per-epoch "$CV_STEPS" --patience "$CV_EPOCHS" --lr 1e-3 --schedule cosine \
     --seed 0 --name phase --loader-workers "$LOADER_WORKERS" --no-checkpoint --device "$DEVICE" --json \
-    --crop "$CROP" --interior-width "$INTERIOR_WIDTH" > "$OUT/ship/train.json" 2> "$OUT/ship/train.log"
+    --crop "$CROP" --interior-width "$INTERIOR_WIDTH" --border-weight "$BORDER_WEIGHT" > "$OUT/ship/train.json" 2> "$OUT/ship/train.log"
   echo "train exit $?" >> "$OUT/ship/train.log"
   if [ -f "$RUNS/phase/model.safetensors" ]; then   # back in parts under 16 MiB: cat phase.safetensors.part-* > ...
     split -b 15m -d "$RUNS/phase/model.safetensors" "$OUT/ship/phase.safetensors.part-"

@@ -322,7 +322,7 @@ def test_frames_of_one_movie_stay_on_one_side_of_the_split(tmp_path):
 
 def test_image_sampling_draws_every_image_equally_whatever_its_size():
     from cellsegcli.training.data import Sample
-    from cellsegcli.training.loop import sampling_weights
+    from cellsegcli.training.batches import sampling_weights
 
     samples = [Sample(str(k), np.zeros((k, 100), np.float32), np.zeros((2, k, 100), np.float32),
                       np.zeros((k, 100), np.uint32)) for k in (100, 400)]
@@ -606,7 +606,7 @@ def test_a_model_that_validates_poorly_ends_with_one_warning_line(tmp_path):
 
 @pytest.mark.parametrize("border_weight", [0.0, 10.0])
 def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path, border_weight):
-    from cellsegcli.training.loop import CropBatches, batch_loader
+    from cellsegcli.training.batches import CropBatches, batch_loader
 
     root = _annotations(tmp_path / "ann", n=3)
     samples = [load_sample(p, percentiles=(1.0, 99.8), border_weight=border_weight) for p in find_pairs(root)]
@@ -616,7 +616,7 @@ def test_loader_workers_make_the_same_batches_whatever_their_number(tmp_path, bo
     expected = [here[s] for s in seeds]
     assert not torch.equal(expected[0][0], expected[1][0])   # other seeds, other crops
     for workers in (1, 3):
-        loader, sampler = batch_loader(samples, dataclasses.replace(config, loader_workers=workers), CPU)
+        loader, sampler = batch_loader(here, workers, CPU)
         for epoch in range(2):   # the workers persist; the seeds change per epoch
             sampler.values = seeds[epoch:]
             got = list(loader)
@@ -672,7 +672,7 @@ def test_interior_width_is_recorded_inherited_by_fine_tuning_and_checked_on_resu
 
 
 def test_border_weight_is_recorded_checked_on_resume_and_batched_alike_by_workers(tmp_path):
-    from cellsegcli.training.loop import CropBatches, _batches
+    from cellsegcli.training.batches import CropBatches, crop_batches
 
     root = _annotations(tmp_path / "ann", n=3)
     first = train(root, tmp_path / "bw", _config(border_weight=10, calibrate=False), device=CPU)
@@ -682,12 +682,12 @@ def test_border_weight_is_recorded_checked_on_resume_and_batched_alike_by_worker
     assert train(root, tmp_path / "bw", _config(epochs=2, border_weight=10, calibrate=False), device=CPU,
                  resume=True).epochs_run == 2
     samples = [load_sample(p, percentiles=(1.0, 99.8), border_weight=10) for p in find_pairs(root)]
-    x, y, w = next(_batches(samples, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))
+    x, y, w = next(crop_batches(samples, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))
     assert x.shape == (2, 1, 64, 64) and y.shape == (2, 2, 64, 64) and w.shape == (2, 1, 64, 64)
     assert w.min() >= 1 - 1e-5
     xs, ys, ws = CropBatches(samples, 64, 2, Augmentation())[7]
     assert ys.shape == y.shape and ws.shape == w.shape
     plain = [load_sample(p, percentiles=(1.0, 99.8)) for p in find_pairs(root)]
-    assert next(_batches(plain, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))[2] is None
+    assert next(crop_batches(plain, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))[2] is None
     with pytest.raises(CellsegError, match="--border-weight -1"):
         _config(border_weight=-1)

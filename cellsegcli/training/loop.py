@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,28 +30,19 @@ from torch import nn
 from .. import __version__
 from ..device import autocast_dtype
 from ..errors import CellsegError
-from ..io.atomic import os_error_message
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
-from .augment import Augmentation, random_crop
+from .augment import Augmentation
+from .batches import CropBatches, batch_loader, crop_batches
+from .checkpoint import CHECKPOINTS, LAST, checkpoint_errors, checkpoint_path, restore, save_last
 from .data import (Sample, annotations_have_holes, cell_diameter, find_pairs, fingerprint, load_sample,
                    suggest_min_size)
 from .early_stopping import EarlyStopping
 from .ema import WeightAverage
 from .loss import LOSSES, loss_function
 
-LAST = "last.pt"
-CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
 LOW_JACCARD = 0.5   # a final validation Jaccard below this ends training with a warning
-
-
-def checkpoint_path(out: Path) -> Path:
-    """Where the model folder ``out`` keeps its resumable checkpoint: ``checkpoints/last.pt``, or the
-    ``last.pt`` beside the weights that folders trained by earlier versions have."""
-    out = Path(out)
-    new, old = out / CHECKPOINTS / LAST, out / LAST
-    return old if old.is_file() and not new.exists() else new
 
 
 def default_description(architecture: str, annotations: Path, n_train: int, n_val: int, init: str,
@@ -215,86 +204,6 @@ def interior_width(config: TrainConfig, started_from: ModelConfig | None) -> int
     return int(inherited) if isinstance(inherited, int) else 2
 
 
-def sampling_weights(samples: list[Sample], sampling: str) -> torch.Tensor:
-    """How often each image is drawn for a crop: in proportion to its area (``area``: every pixel equally
-    likely), or equally (``image``: every image equally likely, as a per-image mean score weighs them)."""
-    if sampling == "image":
-        return torch.ones(len(samples), dtype=torch.float64)
-    return torch.tensor([s.image.size for s in samples], dtype=torch.float64)
-
-
-def _split(crops: torch.Tensor, n_targets: int, weighted: bool):
-    """(x, y, w) of a batch of stacked crops: image, targets, pixel weights (None when unweighted)."""
-    return crops[:, :1], crops[:, 1:1 + n_targets], (crops[:, 1 + n_targets:] if weighted else None)
-
-
-def _batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
-             gen: torch.Generator, sampling: str = "area"):
-    """``steps`` (x, y, w) batches of augmented crops, images drawn per ``sampling`` (see
-    `sampling_weights`); w, the pixel weights, is None unless the samples carry weights."""
-    stacks = [torch.from_numpy(s.stack()) for s in samples]
-    labels = [torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0 else None
-    weights = sampling_weights(samples, sampling)
-    n_targets, weighted = samples[0].targets.shape[0], samples[0].weights is not None
-    for _ in range(steps):
-        idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
-        crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None,
-                                         continuous=int(weighted)) for i in idx.tolist()])
-        yield _split(crops, n_targets, weighted)
-
-
-class CropBatches(torch.utils.data.Dataset):
-    """Batches of augmented crops made from a seed each (``dataset[seed]`` -> (x, y, w)), so that worker
-    processes make the same batches in the same order whatever their number: what ``--loader-workers``
-    uses. The stream of batches differs from the in-process one of ``_batches`` (one generator for all)."""
-
-    def __init__(self, samples: list[Sample], crop: int, batch: int, aug: Augmentation, sampling: str = "area"):
-        self.stacks = [torch.from_numpy(s.stack()) for s in samples]
-        self.labels = ([torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0
-                       else None)
-        self.weights = sampling_weights(samples, sampling)
-        self.n_targets, self.weighted = samples[0].targets.shape[0], samples[0].weights is not None
-        self.crop, self.batch, self.aug = crop, batch, aug
-
-    def __getitem__(self, seed: int):
-        gen = torch.Generator().manual_seed(int(seed))
-        idx = torch.multinomial(self.weights, self.batch, replacement=True, generator=gen)
-        crops = torch.stack([random_crop(self.stacks[i], self.crop, self.aug, gen,
-                                         self.labels[i] if self.labels else None, continuous=int(self.weighted))
-                             for i in idx.tolist()])
-        return _split(crops, self.n_targets, self.weighted)
-
-
-class _Seeds(torch.utils.data.Sampler):
-    """The seeds of the current epoch's batches (replaced every epoch; the loader's workers persist)."""
-
-    def __init__(self) -> None:
-        self.values: list[int] = []
-
-    def __iter__(self):
-        return iter(self.values)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)   # a loader worker: the parallelism is the workers
-
-
-def batch_loader(samples: list[Sample], config: TrainConfig, device: torch.device):
-    """(loader, seeds) for ``config.loader_workers`` worker processes (forked: the images are shared, not
-    copied); set ``seeds.values`` to an epoch's seeds, then iterate the loader for its batches."""
-    seeds = _Seeds()
-    loader = torch.utils.data.DataLoader(
-        CropBatches(samples, config.crop, config.batch_size, config.augment, config.sampling), batch_size=None,
-        sampler=seeds, num_workers=config.loader_workers, persistent_workers=True, prefetch_factor=4,
-        pin_memory=device.type == "cuda", worker_init_fn=_one_thread, multiprocessing_context="fork",
-        generator=torch.Generator().manual_seed(0))   # the workers' seeds: not drawn from the global generator,
-    # which dropout uses and a checkpoint restores (a loader made on --resume would draw from it otherwise)
-    return loader, seeds
-
-
 def train_one_epoch(network: nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
                     progress: Callable[..., None] | None = None, total: int = 0,
                     ema: WeightAverage | None = None, loss_name: str = "bce-dice") -> float:
@@ -357,90 +266,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
 
 
-# what a checkpoint must have been trained with to be resumed: option -> (its value in checkpoints written
-# before the option existed, the command-line flag)
-RECIPE = {"loss": ("bce-dice", "--loss"), "interior_width": (2, "--interior-width"),
-          "border_weight": (0.0, "--border-weight")}
-
-
 def _recipe(config: TrainConfig, interior_width: int) -> dict:
     """The values of :data:`RECIPE` for this run."""
     return {"loss": config.loss, "interior_width": interior_width, "border_weight": config.border_weight}
-
-
-def _restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,
-             recipe: dict | None = None) -> tuple[list[dict], int]:
-    """Load a ``last.pt`` checkpoint into the training state; returns (history, last epoch run). The
-    ``recipe`` (see :data:`RECIPE`) must be the one the checkpoint was trained with."""
-    if not path.is_file():
-        raise CellsegError(f"{path}: no checkpoint to resume from; run without --resume to start training")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not {"network", "optimizer", "epoch", "history"} <= set(state):
-            raise ValueError("not a cellseg training checkpoint")
-    except Exception as exc:  # truncated, random bytes, a pickle that weights_only refuses: all one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
-        raise CellsegError(f"{path}: cannot resume from this checkpoint ({first}); it is damaged or not cellseg's: "
-                           f"delete it and train without --resume") from None
-    if (ema is None) != ("ema" not in state):
-        was = f"with --ema {state['ema']['decay']:g}" if "ema" in state else "without --ema"
-        raise CellsegError(f"{path}: this run was trained {was}; resume it with the same --ema option")
-    for key, value in (recipe or {}).items():
-        before, flag = RECIPE[key]
-        trained_with = state.get(key, before)
-        if trained_with != value:
-            raise CellsegError(f"{path}: this run was trained with {flag} {trained_with}; resume it with the same "
-                               f"{flag}")
-    try:
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        return json.loads(state["history"]), int(state["epoch"])
-    except Exception as exc:  # another architecture, a damaged state
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
-        raise CellsegError(f"{path}: the checkpoint does not fit this run ({first}); resume with the options it "
-                           f"was trained with, or train without --resume into another -o") from None
-
-
-def _save_last(path: Path, network, optimizer, scheduler, stopper, gen, epoch, history, ema=None,
-               recipe: dict | None = None) -> None:
-    state = {
-        "epoch": epoch,
-        "network": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "stopper": stopper.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "history": json.dumps(history),
-        **(recipe or {}),
-    }
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    tmp = path.with_suffix(".partial")
-    with open(tmp, "wb") as f:  # a Python file, so a full disk raises OSError (not torch's RuntimeError)
-        torch.save(state, f)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _checkpoint_errors(out: Path, saved_epoch: int) -> Iterator[None]:
-    """A failed checkpoint write (full disk, permissions) becomes one line that says what is left, and no
-    partial file stays in the model folder."""
-    try:
-        yield
-    except OSError as exc:
-        for tmp in [*out.glob("*.partial"), *(out / CHECKPOINTS).glob("*.partial")]:   # hidden ones too
-            tmp.unlink(missing_ok=True)
-        path = Path(exc.filename) if exc.filename else out
-        left = (f"the checkpoint of epoch {saved_epoch} in {out} is intact: rerun with --resume once there is "
-                f"space" if saved_epoch else "no epoch was saved")
-        raise CellsegError(f"{os_error_message(path, exc)}; {left}") from None
 
 
 def write_history(folder: Path, history: list[dict]) -> None:
@@ -501,7 +329,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     start = 0
     last = checkpoint_path(out)
     if resume:
-        history, start = _restore(last, network, optimizer, scheduler, stopper, gen, ema, recipe)
+        history, start = restore(last, network, optimizer, scheduler, stopper, gen, ema, recipe)
         if last.parent == out:   # an earlier version's layout: continue in checkpoints/
             (out / CHECKPOINTS).mkdir(exist_ok=True)
             os.replace(last, out / CHECKPOINTS / LAST)
@@ -520,7 +348,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
     data_id = fingerprint(train_pairs + val_pairs)
     loader = seeds = None
     if config.loader_workers > 0:
-        loader, seeds = batch_loader(train_samples, config, device)
+        loader, seeds = batch_loader(CropBatches(train_samples, config.crop, config.batch_size, config.augment,
+                                                 config.sampling), config.loader_workers, device)
     began = time.monotonic()
     stopped = f"reached --epochs {config.epochs}"
     epoch = saved_epoch = start
@@ -530,8 +359,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
             seeds.values = torch.randint(0, 2**62, (steps,), generator=gen).tolist()
             batches = iter(loader)
         else:
-            batches = _batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
-                               config.sampling)
+            batches = crop_batches(train_samples, config.crop, config.batch_size, steps, config.augment, gen,
+                                   config.sampling)
         train_loss = train_one_epoch(network, optimizer, batches, device=device, progress=progress, total=steps,
                                      ema=ema, loss_name=config.loss)
         val_loss, val_jaccard = evaluate(validated_network, val_samples, device=device, loss_name=config.loss)
@@ -540,7 +369,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         lr = optimizer.param_groups[0]["lr"]
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "val_jaccard": val_jaccard, "lr": lr, "seconds": time.monotonic() - t0})
-        with _checkpoint_errors(out, saved_epoch):
+        with checkpoint_errors(out, saved_epoch):
             if improved:
                 provenance = {
                     "command": config.command, "data": str(annotations), "data_fingerprint": data_id,
@@ -568,7 +397,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     description=description,
                 )
                 save_model(validated_network, model_config, out, half=True)
-            _save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, recipe)
+            save_last(last, network, optimizer, scheduler, stopper, gen, epoch, history, ema, recipe)
             write_history(out, history)
         saved_epoch = epoch
         if on_epoch is not None:
@@ -588,7 +417,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
 
         model = load_model(out)
         result = calibrate_samples(model, val_samples, device, sizes=True)
-        with _checkpoint_errors(out, saved_epoch):
+        with checkpoint_errors(out, saved_epoch):
             apply(out, result)
         calibration = result.record()
     finished = not stopped.startswith("reached --max-minutes")
