@@ -26,41 +26,39 @@ def split_batch(crops: torch.Tensor, n_targets: int, weighted: bool):
     return crops[:, :1], crops[:, 1:1 + n_targets], (crops[:, 1 + n_targets:] if weighted else None)
 
 
-def crop_batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
-             gen: torch.Generator, sampling: str = "area"):
-    """``steps`` (x, y, w) batches of augmented crops, images drawn per ``sampling`` (see
-    `sampling_weights`); w, the pixel weights, is None unless the samples carry weights."""
-    stacks = [torch.from_numpy(s.stack()) for s in samples]
-    labels = [torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0 else None
-    weights = sampling_weights(samples, sampling)
-    n_targets, weighted = samples[0].targets.shape[0], samples[0].weights is not None
-    for _ in range(steps):
-        idx = torch.multinomial(weights, batch, replacement=True, generator=gen)
-        crops = torch.stack([random_crop(stacks[i], crop, aug, gen, labels[i] if labels else None,
-                                         continuous=int(weighted)) for i in idx.tolist()])
-        yield split_batch(crops, n_targets, weighted)
-
-
 class CropBatches(torch.utils.data.Dataset):
-    """Batches of augmented crops made from a seed each (``dataset[seed]`` -> (x, y, w)), so that worker
-    processes make the same batches in the same order whatever their number: what ``--loader-workers``
-    uses. The stream of batches differs from the in-process one of `crop_batches` (one generator for all)."""
+    """Batches of augmented crops of ``samples``: `draw` makes one from a generator; ``dataset[seed]``
+    makes one from a seed of its own, so that worker processes make the same batches in the same order
+    whatever their number (what ``--loader-workers`` uses). That stream differs from the in-process one of
+    `crop_batches` (one generator for all)."""
 
     def __init__(self, samples: list[Sample], crop: int, batch: int, aug: Augmentation, sampling: str = "area"):
         self.stacks = [torch.from_numpy(s.stack()) for s in samples]
         self.labels = ([torch.from_numpy(s.labels.astype(np.float32)) for s in samples] if aug.object_p > 0
                        else None)
-        self.weights = sampling_weights(samples, sampling)
+        self.odds = sampling_weights(samples, sampling)
         self.n_targets, self.weighted = samples[0].targets.shape[0], samples[0].weights is not None
         self.crop, self.batch, self.aug = crop, batch, aug
 
-    def __getitem__(self, seed: int):
-        gen = torch.Generator().manual_seed(int(seed))
-        idx = torch.multinomial(self.weights, self.batch, replacement=True, generator=gen)
+    def draw(self, gen: torch.Generator):
+        """One (x, y, w) batch: images drawn per the sampling odds, each cropped and augmented."""
+        idx = torch.multinomial(self.odds, self.batch, replacement=True, generator=gen)
         crops = torch.stack([random_crop(self.stacks[i], self.crop, self.aug, gen,
                                          self.labels[i] if self.labels else None, continuous=int(self.weighted))
                              for i in idx.tolist()])
         return split_batch(crops, self.n_targets, self.weighted)
+
+    def __getitem__(self, seed: int):
+        return self.draw(torch.Generator().manual_seed(int(seed)))
+
+
+def crop_batches(samples: list[Sample], crop: int, batch: int, steps: int, aug: Augmentation,
+                 gen: torch.Generator, sampling: str = "area"):
+    """``steps`` (x, y, w) batches of augmented crops from one generator, images drawn per ``sampling``
+    (see `sampling_weights`); w, the pixel weights, is None unless the samples carry weights."""
+    dataset = CropBatches(samples, crop, batch, aug, sampling)
+    for _ in range(steps):
+        yield dataset.draw(gen)
 
 
 class _Seeds(torch.utils.data.Sampler):
