@@ -6,9 +6,11 @@ post-processing step, :func:`calibrate` runs the model once over annotated frame
 pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances` and keeps
 the pair with the best mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads
 first). With ``sizes``, the smallest cell kept (``min_size``) is then chosen the same way at that pair, among
-shares of the typical cell's area (:data:`SIZE_FRACTIONS`) and the annotations' own minimum. Ties go to the pair nearest the model's current one, which stays unless the best pair beats it by
-``MARGIN`` (a few frames must not talk a good model out of its thresholds). ``cellseg train`` calibrates on its
-validation frames; ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder.
+shares of the typical cell's area (:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting
+nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
+good model out of its thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is
+only the annotations' rule of thumb and so has no margin (``size_margin=0``); ``cellseg calibrate MODEL FOLDER``
+does it on any annotated folder and keeps the margin for the model's size too.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # candidate smallest cells, as shares of the area of a disk of the model's cell diameter: fragments of cells
 # and debris are most of a phase model's false positives (on fold 3 of the 4-fold phase cross-validation, the
 # objects under 600 px were 122 of its 238 false positives and 21 of its 564 true cells; the annotations'
-# own minimum there was 120 px, 0.05 of the typical cell)
-SIZE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3)
+# own minimum there was 120 px, 0.05 of the typical cell). Held out, the phase folds' best shares were 0.2-0.35
+# and the nuclei folds' 0.1 (docs/measurements.md, "The smallest cell"): steps of 0.05 up to 0.4
+SIZE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
 @dataclass(frozen=True)
@@ -150,22 +153,25 @@ class Calibration:
     diameter: float | None = None   # the --diameter the frames were segmented with (None: as given)
     size_settings: list[Setting] = dataclasses.field(default_factory=list)   # with sizes: the sizes tried
     model_min_size: int | None = None   # the chosen smallest cell in the model's own pixels (None: not chosen)
+    size_margin: float = MARGIN         # what the best size had to gain over the model's current one
 
     def record(self) -> dict:
         """What a model's provenance keeps of the calibration."""
         sizes = {} if self.model_min_size is None else {"sizes": {
             "fractions_of_cell_area": list(SIZE_FRACTIONS), "tried": [s.min_size for s in self.size_settings],
-            "model_min_size": self.model_min_size}}
+            "margin": self.size_margin, "model_min_size": self.model_min_size}}
         return {"frames": self.n_frames, "tta": self.tta, "diameter": self.diameter,
                 "objective": "mean of pixel Jaccard and F1@0.5", "margin": MARGIN,
                 "before": self.current.as_dict(), "after": self.chosen.as_dict(), **sizes}
 
 
 def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: float | None = None,
-                      sizes: bool = False, progress: Callable[..., None] | None = None) -> Calibration:
+                      sizes: bool = False, size_margin: float = MARGIN,
+                      progress: Callable[..., None] | None = None) -> Calibration:
     """Choose ``model``'s thresholds on annotated samples (``training.data.Sample``), with its
     probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``; with
-    ``sizes`` (and a model that records its cell diameter) then its smallest cell kept."""
+    ``sizes`` (and a model that records its cell diameter) then its smallest cell kept, which replaces the
+    model's current one when it gains at least ``size_margin`` (0 where the current one was never chosen)."""
     from .pipeline import SegmentConfig, frame_settings, input_scale, make_predictor
 
     config = model.config
@@ -195,10 +201,11 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
                                 seed_threshold=chosen.seed_threshold, holes=config.holes,
                                 progress=None if progress is None else (lambda d, _: progress(done + d, total)))
-    chosen = best_size(size_settings, min_size, margin=MARGIN)
+    chosen = best_size(size_settings, min_size, margin=size_margin)
     current = dataclasses.replace(current, min_size=min_size)
     model_min_size = config.min_size if chosen.min_size == min_size else round(chosen.min_size * scale**2)
-    return Calibration(chosen, current, settings, len(samples), tta, diameter, size_settings, model_min_size)
+    return Calibration(chosen, current, settings, len(samples), tta, diameter, size_settings, model_min_size,
+                       size_margin)
 
 
 def apply(folder, calibration: Calibration):
@@ -215,11 +222,12 @@ def apply(folder, calibration: Calibration):
 
 
 def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diameter: float | None = None,
-                     out=None, write: bool = True, sizes: bool = True, progress: Callable[..., None] | None = None) -> Calibration:
+                     out=None, write: bool = True, sizes: bool = True, size_margin: float = MARGIN,
+                     progress: Callable[..., None] | None = None) -> Calibration:
     """Calibrate a model on every annotated pair in ``annotations`` (images/ + masks/, or name_masks).
 
     Writes the thresholds into ``out`` (a copy of the model folder) or, without ``out``, into the model
-    folder itself; a shipped model is never changed in place.
+    folder itself; a shipped model is never changed in place. ``size_margin``: see :func:`calibrate_samples`.
     """
     import shutil
     from pathlib import Path
@@ -239,7 +247,8 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diam
         raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
     model = load_model(folder)
     samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
-    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, sizes=sizes, progress=progress)
+    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, sizes=sizes,
+                               size_margin=size_margin, progress=progress)
     if write:
         target = Path(out) if out is not None else folder
         if out is not None and target.exists() and any(target.iterdir()):

@@ -254,3 +254,37 @@ def test_results_split_by_image_kind():
     parts = scores.by_kind([result])
     assert [p["model"] for p in parts] == ["m, fluorescence (2)", "m, stained tissue (1)"]
     assert parts[0]["summary"]["jaccard"]["mean"] == pytest.approx(0.7) and parts[1]["frames"] == 1
+
+
+def _size_curve(objectives: dict, frames: int = 4) -> dict:
+    """A curve whose every frame scores the given objective (Jaccard = F1 = objective)."""
+    return {k: {"jaccard": v, "f1": v, "mean_ap": v / 2, "seg": v, "frames": [v] * frames}
+            for k, v in objectives.items()}
+
+
+def test_size_rules_pick_on_calibration_frames_and_score_on_test_frames():
+    sr = _load("size_rules")
+    shares = sorted({*sr.OLD_FRACTIONS, *sr.SIZE_FRACTIONS, 0.5})
+    # calibration: 0.1 beats the annotations' size by 0.005 (under the old margin), 0.25 is best of all but was
+    # not on the old grid; test frames: the score is the share itself, so every pick reads off directly
+    cal = {sr.RULE: 0.800, **{s: 0.800 for s in shares}, 0.1: 0.805, 0.25: 0.809}
+    test = {sr.RULE: 0.01, **{s: s for s in shares}}
+    table = {row["rule"]: row for row in sr.score_rules({"fold-0": {"cal": _size_curve(cal),
+                                                                    "test": _size_curve(test)}}, fixed=0.3)}
+    before, now = (next(r for name, r in table.items() if name.startswith(p)) for p in ("before", "now"))
+    assert before["picks"] == {"fold-0": sr.RULE} and before["f1"] == 0.01      # the margin kept the rule's size
+    assert now["picks"] == {"fold-0": 0.25} and now["f1"] == 0.25 and now["mean_ap"] == 0.125
+    assert table["fixed 0.3"]["f1"] == 0.3 and table["the annotations' size"]["f1"] == 0.01
+    assert table["best on the test frames (a ceiling, not a rule)"]["picks"] == {"fold-0": 0.4}
+
+
+def test_size_plateau_takes_the_middle_of_the_shares_level_with_the_best():
+    sr = _load("size_rules")
+    flat = {s: {"jaccard": 0.8, "f1": 0.8, "frames": [0.78, 0.82, 0.80, 0.80]} for s in sr.SIZE_FRACTIONS}
+    flat[0.05]["frames"] = [0.60, 0.62, 0.61, 0.60]                 # clearly worse on every frame
+    flat[0.1]["frames"] = [0.70, 0.72, 0.71, 0.70]
+    flat[0.4]["frames"] = [0.50, 0.50, 0.50, 0.50]
+    for s in sr.SIZE_FRACTIONS:
+        flat[s]["jaccard"] = flat[s]["f1"] = float(np.mean(flat[s]["frames"]))
+    # level with the best: 0.15 ... 0.35; their geometric middle is sqrt(0.15 * 0.35) = 0.229 -> 0.25
+    assert sr.pick_plateau(flat, sr.SIZE_FRACTIONS) == 0.25

@@ -211,8 +211,10 @@ def test_calibrate_chooses_the_smallest_cell_too_when_the_model_knows_its_cell_s
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     tried = record["sizes"]["tried"]
-    assert tried == sorted({7, *(round(f * 3.14159265 / 4 * 400) for f in (0.05, 0.1, 0.15, 0.2, 0.3))})
+    shares = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+    assert tried == sorted({7, *(round(f * 3.14159265 / 4 * 400) for f in shares)})
     assert record["before"]["min_size"] == 7 and record["after"]["min_size"] in tried
+    assert record["sizes"]["margin"] == 0.01   # a model's own size is protected as its thresholds are
     assert json.loads((folder / "config.json").read_text())["min_size"] == record["sizes"]["model_min_size"]
     kept = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json", "--keep-min-size",
                                "--dry-run"])

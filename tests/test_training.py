@@ -128,6 +128,9 @@ def test_loss_falls_on_a_learnable_set(tmp_path):
     after = model.config.training["calibration"]["after"]  # thresholds chosen on the validation frame
     assert (model.config.threshold, model.config.seed_threshold) == (after["threshold"], after["seed_threshold"])
     assert result.calibration == model.config.training["calibration"]
+    # the size the annotations suggested is a rule of thumb, not a choice: no margin keeps it
+    sizes = result.calibration["sizes"]
+    assert sizes["margin"] == 0.0 and model.config.min_size == sizes["model_min_size"]
 
 
 def test_cosine_schedule_decays_to_a_hundredth(tmp_path):

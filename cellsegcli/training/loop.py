@@ -416,7 +416,8 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         from ..calibrate import apply, calibrate_samples
 
         model = load_model(out)
-        result = calibrate_samples(model, val_samples, device, sizes=True)
+        # the current smallest cell is the annotations' rule of thumb, not a choice: no margin protects it
+        result = calibrate_samples(model, val_samples, device, sizes=True, size_margin=0.0)
         with checkpoint_errors(out, saved_epoch):
             apply(out, result)
         calibration = result.record()
