@@ -23,19 +23,26 @@ from cellsegcli.error_kinds import FN_KINDS, FP_KINDS, error_kinds  # noqa: E402
 from cellsegcli.training.data import find_pairs, mask_to_labels  # noqa: E402
 
 
-def fold_errors(fold: Path, pairs: dict, *, tta: str, device) -> dict[str, int]:
-    """Summed error kinds of ``fold``'s model over its test frames."""
+def fold_test_pairs(fold: Path, pairs: dict) -> list:
+    """The pairs of ``fold``'s test frames (the names its ``scores.json`` scored), from ``{name: pair}``."""
     names = [r["name"] for r in json.loads((fold / "scores.json").read_text())["rows"]]
     missing = [n for n in names if n not in pairs]
     if missing:
-        raise SystemExit(f"{fold}: test frame {missing[0]} is not in --data; give the folder the folds came from")
+        raise SystemExit(f"{fold}: test frame {missing[0]} is not in the data folder; give the folder the folds "
+                         f"came from")
+    return [pairs[n] for n in names]
+
+
+def fold_errors(fold: Path, pairs: dict, *, tta: str, device) -> dict[str, int]:
+    """Summed error kinds of ``fold``'s model over its test frames."""
+    tests = fold_test_pairs(fold, pairs)
     _, _, segment = network_segmenter(str(fold / "model"), tta=tta, device=device)
     total: dict[str, int] = {}
-    for name in names:
-        labels, _ = segment(pairs[name].read_image())
-        for k, v in error_kinds(labels, mask_to_labels(pairs[name].read_mask())).items():
+    for pair in tests:
+        labels, _ = segment(pair.read_image())
+        for k, v in error_kinds(labels, mask_to_labels(pair.read_mask())).items():
             total[k] = total.get(k, 0) + v
-    total["frames"] = len(names)
+    total["frames"] = len(tests)
     return total
 
 

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsegcli.calibrate import MARGIN, SIZE_FRACTIONS, Setting, best_size
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from errors import fold_test_pairs  # noqa: E402
+
+from cellsegcli.calibrate import MARGIN, SIZE_FRACTIONS, Setting, best_size  # noqa: E402
 
 OLD_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.3)   # the grid before 2026-12-03 (with MARGIN for the rule's size)
 CANDIDATES = sorted({*OLD_FRACTIONS, *SIZE_FRACTIONS, 0.5})
@@ -31,19 +35,13 @@ def objective(row: dict) -> float:
     return (row["jaccard"] + row["f1"]) / 2
 
 
-def as_settings(curve: dict, keys) -> list[Setting]:
-    """``best_size``'s view of a curve: one Setting per key, its min_size the key's index (sizes are keys)."""
-    return [Setting(0.5, 0.5, curve[k]["jaccard"], curve[k]["f1"], curve[k]["mean_ap"], min_size=i + 1)
-            for i, k in enumerate(keys)]
-
-
 def pick_best(curve: dict, keys, *, current=RULE, margin: float = 0.0):
-    """Calibration's own choice (:func:`cellsegcli.calibrate.best_size`) among ``keys``; ties go to ``current``."""
-    keys = list(keys)
-    index = keys.index(current) + 1
-    # best_size breaks ties by the ratio of sizes; here by position, so sort the keys by size first
-    chosen = best_size(as_settings(curve, keys), index, margin=margin)
-    return keys[chosen.min_size - 1]
+    """Calibration's own choice (:func:`cellsegcli.calibrate.best_size`) among ``keys``, the sizes in pixels
+    ``curve[key]["size"]``; ties go to the one nearest ``current``'s size."""
+    by_size = {curve[k]["size"]: k for k in keys}
+    settings = [Setting(0.5, 0.5, curve[k]["jaccard"], curve[k]["f1"], curve[k]["mean_ap"], min_size=size)
+                for size, k in by_size.items()]
+    return by_size[best_size(settings, curve[current]["size"], margin=margin).min_size]
 
 
 def pick_plateau(curve: dict, keys, *, k: float = 1.0):
@@ -98,12 +96,8 @@ def fold_curves(fold: Path, pairs: dict, device) -> dict:
     c = model.config
     predictor, _ = make_predictor(model, device, SegmentConfig(tta="none"))
     area = math.pi / 4 * c.diameter ** 2
-    names = [r["name"] for r in json.loads((fold / "scores.json").read_text())["rows"]]
-    missing = [n for n in names if n not in pairs]
-    if missing:
-        raise SystemExit(f"{fold}: test frame {missing[0]} is not in DATA; give the folder the folds came from")
     sets = {"cal": [load_sample(p, percentiles=c.percentiles) for p in find_pairs(fold / "data" / "val")],
-            "test": [load_sample(pairs[n], percentiles=c.percentiles) for n in names]}
+            "test": [load_sample(p, percentiles=c.percentiles) for p in fold_test_pairs(fold, pairs)]}
     rule = suggest_min_size(sets["cal"])
     out = {}
     for tag, samples in sets.items():
@@ -115,7 +109,7 @@ def fold_curves(fold: Path, pairs: dict, device) -> dict:
                                                    seed_threshold=c.seed_threshold, min_size=size, holes=c.holes),
                                    s.labels) for m, s in zip(maps, samples, strict=True)]
             curve[key] = {m: float(np.mean([r[m] for r in scores])) for m in ("jaccard", "f1", "mean_ap", "seg")}
-            curve[key]["frames"] = [objective(r) for r in scores]
+            curve[key].update(size=size, frames=[objective(r) for r in scores])
         out[tag] = curve
     return out
 

@@ -258,8 +258,8 @@ def test_results_split_by_image_kind():
 
 def _size_curve(objectives: dict, frames: int = 4) -> dict:
     """A curve whose every frame scores the given objective (Jaccard = F1 = objective)."""
-    return {k: {"jaccard": v, "f1": v, "mean_ap": v / 2, "seg": v, "frames": [v] * frames}
-            for k, v in objectives.items()}
+    return {k: {"jaccard": v, "f1": v, "mean_ap": v / 2, "seg": v, "frames": [v] * frames,
+                "size": 30 if k == "rule" else round(k * 1000)} for k, v in objectives.items()}
 
 
 def test_size_rules_pick_on_calibration_frames_and_score_on_test_frames():
