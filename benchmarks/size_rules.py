@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from errors import fold_test_pairs  # noqa: E402
+from scores import run  # noqa: E402
 
 from cellsegcli.calibrate import MARGIN, SIZE_FRACTIONS, Setting, best_size  # noqa: E402
 
@@ -150,4 +151,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
