@@ -3,9 +3,9 @@
 A network's probabilities are only half of a segmentation; the cell threshold decides how far each
 outline reaches and the seed (interior) threshold how touching cells are split. Like nnU-Net's
 post-processing step, :func:`calibrate` runs the model once over annotated frames, then tries every
-pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances` and keeps
-the pair with the best mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads
-first). With ``sizes``, the smallest cell kept (``min_size``) is then chosen the same way at that pair, among
+pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances`, for a two-channel
+model each with and without clump splitting (:mod:`cellsegcli.declump`), and keeps the setting with the best
+mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest cell kept (``min_size``) is then chosen the same way at that pair, among
 shares of the typical cell's area (:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting
 nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
 good model out of its thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is
@@ -46,6 +46,7 @@ class Setting:
     f1: float
     mean_ap: float
     min_size: int | None = None   # the smallest cell kept, in the frames' pixels (None: not swept)
+    split_clumps: bool = False    # seeds in clumps split at higher interior levels (declump.py)
 
     @property
     def objective(self) -> float:
@@ -54,14 +55,14 @@ class Setting:
     def as_dict(self) -> dict[str, float]:
         size = {} if self.min_size is None else {"min_size": self.min_size}
         return {"threshold": self.threshold, "seed_threshold": self.seed_threshold, **size,
-                "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5), "mean_ap": round(self.mean_ap, 5),
+                "split_clumps": self.split_clumps, "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5), "mean_ap": round(self.mean_ap, 5),
                 "objective": round(self.objective, 5)}
 
 
 def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size: int = 0, holes: bool = False,
           thresholds: Iterable[float] = THRESHOLDS, seed_thresholds: Iterable[float] = SEED_THRESHOLDS,
-          progress: Callable[..., None] | None = None) -> list[Setting]:
-    """Mean scores of every threshold pair over annotated frames.
+          splits: Iterable[bool] = (False,), progress: Callable[..., None] | None = None) -> list[Setting]:
+    """Mean scores of every threshold pair (and clump-splitting choice) over annotated frames.
 
     Parameters
     ----------
@@ -69,6 +70,8 @@ def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size:
         Probabilities per frame; channel 0 the cell, channel 1 (when present) the interior.
     truths : sequence of (Y, X) integer arrays
         Ground-truth instance labels (or binary masks) of the same frames.
+    splits : iterable of bool
+        ``split_clumps`` values to try with each pair (only False for a one-channel model).
     """
     from .instances import label_instances
     from .metrics import frame_scores
@@ -77,25 +80,28 @@ def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size:
         raise ValueError(f"need as many probability maps as ground truths, and at least one "
                          f"({len(maps)} vs {len(truths)})")
     thresholds = list(thresholds)
-    seeds = list(seed_thresholds) if any(m.shape[0] > 1 for m in maps) else [0.5]
+    two = any(m.shape[0] > 1 for m in maps)
+    seeds = list(seed_thresholds) if two else [0.5]
+    splits = list(splits) if two else [False]
     settings = []
-    total = len(thresholds) * len(seeds)
+    total = len(thresholds) * len(seeds) * len(splits)
     for t in thresholds:
         for s in seeds:
-            rows = []
-            for prob, gt in zip(maps, truths, strict=True):
-                labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=t,
-                                         seed_threshold=s, min_size=min_size, holes=holes)
-                rows.append(frame_scores(labels, gt))
-            settings.append(Setting(t, s, *(float(np.mean([r[k] for r in rows]))
-                                            for k in ("jaccard", "f1", "mean_ap"))))
-            if progress is not None:
-                progress(len(settings), total)
+            for split in splits:
+                rows = []
+                for prob, gt in zip(maps, truths, strict=True):
+                    labels = label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=t,
+                                             seed_threshold=s, min_size=min_size, holes=holes, split_clumps=split)
+                    rows.append(frame_scores(labels, gt))
+                settings.append(Setting(t, s, *(float(np.mean([r[k] for r in rows]))
+                                                for k in ("jaccard", "f1", "mean_ap")), split_clumps=split))
+                if progress is not None:
+                    progress(len(settings), total)
     return settings
 
 
 def sweep_sizes(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], sizes: Iterable[int], *,
-                threshold: float, seed_threshold: float, holes: bool = False,
+                threshold: float, seed_threshold: float, holes: bool = False, split_clumps: bool = False,
                 progress: Callable[..., None] | None = None) -> list[Setting]:
     """Mean scores of each smallest-cell size over annotated frames, at one threshold pair (see :func:`sweep`)."""
     from .instances import label_instances
@@ -108,10 +114,12 @@ def sweep_sizes(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], sizes:
     settings = []
     for size in sizes:
         rows = [frame_scores(label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=threshold,
-                                             seed_threshold=seed_threshold, min_size=size, holes=holes), gt)
+                                             seed_threshold=seed_threshold, min_size=size, holes=holes,
+                                             split_clumps=split_clumps), gt)
                 for prob, gt in zip(maps, truths, strict=True)]
         settings.append(Setting(threshold, seed_threshold, *(float(np.mean([r[k] for r in rows]))
-                                                             for k in ("jaccard", "f1", "mean_ap")), min_size=size))
+                                                             for k in ("jaccard", "f1", "mean_ap")), min_size=size,
+                                split_clumps=split_clumps))
         if progress is not None:
             progress(len(settings), len(sizes))
     return settings
@@ -130,11 +138,13 @@ def best_size(settings: Sequence[Setting], current: int, *, margin: float = 0.0)
     return top
 
 
-def best(settings: Sequence[Setting], default: tuple[float, float] = (0.5, 0.5), *, margin: float = 0.0) -> Setting:
-    """The setting with the highest objective; ties (to 1e-9) go to the one nearest ``default``, and the
-    ``default`` setting itself (when swept) stays unless the best beats it by at least ``margin``."""
+def best(settings: Sequence[Setting], default: tuple = (0.5, 0.5), *, margin: float = 0.0) -> Setting:
+    """The setting with the highest objective; ties (to 1e-9) go to the one nearest ``default`` (threshold,
+    seed threshold and optionally split_clumps, which counts 1 when it differs), and the ``default`` setting
+    itself (when swept) stays unless the best beats it by at least ``margin``."""
     def distance(s: Setting) -> float:
-        return math.hypot(s.threshold - default[0], s.seed_threshold - default[1])
+        split = float(s.split_clumps != default[2]) if len(default) > 2 else 0.0
+        return math.hypot(s.threshold - default[0], s.seed_threshold - default[1]) + split
 
     top = max(settings, key=lambda s: (round(s.objective, 9), -distance(s)))
     current = [s for s in settings if distance(s) < 1e-9]
@@ -188,18 +198,21 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
         candidates = sorted({min_size, *(max(1, round(f * area)) for f in SIZE_FRACTIONS)})
     thresholds = sorted({*THRESHOLDS, config.threshold})
     seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})
-    total = len(thresholds) * (1 if binary else len(seeds)) + len(candidates)
+    splits = (False,) if binary else (False, True)
+    total = len(thresholds) * (1 if binary else len(seeds) * len(splits)) + len(candidates)
     report = None if progress is None else (lambda done, _: progress(done, total))
     settings = sweep(maps, truths, min_size=min_size, holes=config.holes, thresholds=thresholds,
-                     seed_thresholds=seeds, progress=report)
+                     seed_thresholds=seeds, splits=splits, progress=report)
     current = next(s for s in settings if s.threshold == config.threshold
-                   and (binary or s.seed_threshold == config.seed_threshold))
-    chosen = best(settings, (current.threshold, current.seed_threshold), margin=MARGIN)
+                   and (binary or s.seed_threshold == config.seed_threshold)
+                   and s.split_clumps == (config.split_clumps and not binary))
+    chosen = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=MARGIN)
     if not candidates:
         return Calibration(chosen, current, settings, len(samples), tta, diameter)
     done = len(settings)
     size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
                                 seed_threshold=chosen.seed_threshold, holes=config.holes,
+                                split_clumps=chosen.split_clumps,
                                 progress=None if progress is None else (lambda d, _: progress(done + d, total)))
     chosen = best_size(size_settings, min_size, margin=size_margin)
     current = dataclasses.replace(current, min_size=min_size)
@@ -216,7 +229,8 @@ def apply(folder, calibration: Calibration):
     training = {**config.training, "calibration": calibration.record()}
     size = {} if calibration.model_min_size is None else {"min_size": calibration.model_min_size}
     new = dataclasses.replace(config, threshold=calibration.chosen.threshold,
-                              seed_threshold=calibration.chosen.seed_threshold, training=training, **size)
+                              seed_threshold=calibration.chosen.seed_threshold,
+                              split_clumps=calibration.chosen.split_clumps, training=training, **size)
     write_config(folder, new)
     return new
 

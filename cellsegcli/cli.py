@@ -241,6 +241,7 @@ def train_cli(
                 size = result.calibration.get("sizes", {}).get("model_min_size")
                 console.info(f"calibrated on {result.calibration['frames']} validation frames: threshold "
                              f"{a['threshold']}, seed threshold {a['seed_threshold']}"
+                             f"{', clumps split' if a.get('split_clumps') else ''}"
                              f"{'' if size is None else f', smallest cell {size} px'} (Jaccard {b['jaccard']:.4f} -> "
                              f"{a['jaccard']:.4f}, F1 {b['f1']:.4f} -> {a['f1']:.4f})")
 
@@ -318,6 +319,10 @@ def segment_cli(
     seed_threshold: Annotated[Optional[float], typer.Option("--seed-threshold", help="Cell interior probability "
                               "that seeds a cell; higher splits fewer cells (default: the model's).")] = None,
     min_size: Annotated[Optional[int], typer.Option("--min-size", help="Smallest cell kept, in pixels.")] = None,
+    split_clumps: Annotated[Optional[bool], _flag("--split-clumps/--no-split-clumps", help="Inside clumps "
+                            "(foreground regions of twice the typical cell or more), split seeds that part at "
+                            "higher interior levels: touching nuclei come apart (default: the model's; the "
+                            "shipped nuclei model does).", show_default=False)] = None,
     diameter: Annotated[Optional[float], typer.Option("--diameter", help="Typical cell diameter in these images, "
                         "in pixels, when it differs from the model's (see `cellseg models`): frames are resized "
                         "so their cells match the model's training size, and the labels come back at full "
@@ -377,8 +382,8 @@ def segment_cli(
         link = _link_options(max_distance, gap_frames, divisions, divisions_first) if track else None
         config = pipeline.SegmentConfig(
             model=model[0] if len(model) == 1 else tuple(model), tta=tta.value, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
-            seed_threshold=seed_threshold, min_size=min_size, diameter=diameter, device=device, axes=axes,
-            channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
+            seed_threshold=seed_threshold, min_size=min_size, split_clumps=split_clumps, diameter=diameter,
+            device=device, axes=axes, channel=channel, pixel_size=pixel_size, save_image=not no_image, save_probabilities=save_probabilities, table_format=table_format.value,
             overwrite=overwrite, gt=gt, track=track, link=link, frame_interval_min=_interval(frame_interval),
             post_workers=post_workers, resume=resume, series=series, frames=frames, z=z.value if z else None,
             label_on=label_on.value,
@@ -639,11 +644,14 @@ def calibrate_cli(
             return
         top = sorted(result.settings, key=lambda s: -s.objective)[:5]
         console.table(f"{model} on {annotations} ({result.n_frames} frames, tta {result.tta})",
-                      ["threshold", "seed threshold", "pixel Jaccard", "F1 @0.5", "mean AP"],
-                      [[s.threshold, s.seed_threshold, s.jaccard, s.f1, s.mean_ap] for s in top])
+                      ["threshold", "seed threshold", "split clumps", "pixel Jaccard", "F1 @0.5", "mean AP"],
+                      [[s.threshold, s.seed_threshold, "yes" if s.split_clumps else "no", s.jaccard, s.f1, s.mean_ap]
+                       for s in top])
         c, b = result.chosen, result.current
         where = "not written (--dry-run)" if dry_run else f"written to {(out or model)}"
         size = "" if result.model_min_size is None else f", smallest cell {b.min_size} -> {c.min_size} px"
+        if b.split_clumps != c.split_clumps:
+            size += f", clump splitting {'on' if c.split_clumps else 'off'}"
         console.info(f"thresholds {b.threshold}/{b.seed_threshold} -> {c.threshold}/{c.seed_threshold}{size}: "
                      f"Jaccard {b.jaccard:.4f} -> {c.jaccard:.4f}, F1 {b.f1:.4f} -> {c.f1:.4f}; {where}")
 

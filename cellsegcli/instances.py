@@ -25,7 +25,7 @@ from skimage.measure import label as _label
 from skimage.morphology import h_maxima
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
-from . import flood, regions
+from . import declump, flood, regions
 
 __all__ = ["clean_instances", "fill_holes", "interior_target", "label_instances", "label_instances_reference"]
 
@@ -42,6 +42,7 @@ def label_instances(
     min_seed_size: int = 16,
     cell_radius: float | None = None,
     holes: bool = False,
+    split_clumps: bool = False,
 ) -> np.ndarray:
     """Split a foreground probability map into cell instances.
 
@@ -74,6 +75,10 @@ def label_instances(
         Keep holes in instances. By default whatever an instance encloses (background where the
         foreground map dips, at nucleoli say, or small instances seeded there) becomes part of it
         (:func:`fill_holes`); models trained on annotations with holes set ``holes`` in their config.
+    split_clumps : bool
+        Inside clumps (mask components of at least twice the frame's typical object), split seeds that part
+        at higher interior levels (:mod:`cellsegcli.declump`): touching nuclei whose seeds run together at
+        a low ``seed_threshold`` come apart without breaking textured nuclei elsewhere.
 
     Returns
     -------
@@ -100,7 +105,8 @@ def label_instances(
     if interior.shape != foreground.shape:
         raise ValueError(f"interior shape {interior.shape} differs from foreground {foreground.shape}")
     mask = foreground >= threshold
-    labels, n = _seeded_growth(mask, interior, seed_threshold, min_seed_size)   # a new array: ours to change
+    labels, n = _seeded_growth(mask, interior, seed_threshold, min_seed_size,   # a new array: ours to change
+                               min_size if split_clumps else None)
     if holes and min_size <= 1:
         return _sequential(labels, min_size, in_place=True)
     if holes:
@@ -166,12 +172,16 @@ def _absorb(labels: np.ndarray, min_size: int, areas: np.ndarray, boxes: np.ndar
 
 
 def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float,
-                   min_seed_size: int) -> tuple[np.ndarray, int]:
+                   min_seed_size: int, split_min_size: int | None = None) -> tuple[np.ndarray, int]:
     """The reference's watershed and orphan instances, one mask component at a time: a lookup gives the
     components with no seed (a new id each, after all seeds, in component order) or one seed (its id);
-    only components with several seeds are flooded, inside their boxes."""
-    seeds, n_seeds, size, _, first = regions.label8_regions((interior >= seed_threshold) & mask)
-    components, n_components, _, boxes, _ = regions.label8_regions(mask)
+    only components with several seeds are flooded, inside their boxes. With ``split_min_size`` (the
+    smallest cell), seeds in clumps are split first (:func:`_split_clumps`)."""
+    seeds, n_seeds, size, seed_boxes, first = regions.label8_regions((interior >= seed_threshold) & mask)
+    components, n_components, component_areas, boxes, _ = regions.label8_regions(mask)
+    if split_min_size is not None:
+        size, first = _split_clumps(seeds, size, seed_boxes, first, interior, components, component_areas,
+                                    seed_threshold, min_seed_size, split_min_size)
     component_of = np.concatenate(([0], components.reshape(-1)[first]))   # a seed lies in one component
     kept = size >= max(min_seed_size, 1)   # seeds big enough
     kept[0] = False
@@ -188,6 +198,21 @@ def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float
         for c in several:   # the flood's values: -interior
             flood.flood_member(interior, components, c, seeds, kept, out, boxes[c - 1], negate=True)
     return out, int(ids.max(initial=0)) + len(orphans)
+
+
+def _split_clumps(seeds: np.ndarray, size: np.ndarray, seed_boxes: np.ndarray, first: np.ndarray,
+                  interior: np.ndarray, components: np.ndarray, component_areas: np.ndarray,
+                  seed_threshold: float, min_seed_size: int, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`declump.split_in_clumps` on ``seeds`` (in place); returns the
+    seeds' pixel counts and first pixels with the pieces appended and the split seeds' counts set to 0."""
+    split, piece_sizes, piece_first = declump.split_in_clumps(
+        seeds, size, seed_boxes, interior, components, component_areas, seed_threshold=seed_threshold,
+        min_seed_size=min_seed_size, min_size=min_size)
+    if not split:
+        return size, first
+    size = np.concatenate((size, piece_sizes))
+    size[split] = 0
+    return size, np.concatenate((first, piece_first))
 
 
 def _box(row: np.ndarray) -> tuple[slice, slice]:
@@ -217,6 +242,7 @@ def label_instances_reference(
     min_seed_size: int = 16,
     cell_radius: float | None = None,
     holes: bool = False,
+    split_clumps: bool = False,
 ) -> np.ndarray:
     """:func:`label_instances` the straightforward way: one watershed over the whole frame, then the mask's
     seedless components as instances of their own. Same parameters and result; kept as the reference the
@@ -229,7 +255,14 @@ def label_instances_reference(
         interior = np.asarray(interior, dtype=np.float32)
         if interior.shape != foreground.shape:
             raise ValueError(f"interior shape {interior.shape} differs from foreground {foreground.shape}")
-        seeds = _drop_small(_label((interior >= seed_threshold) & mask, connectivity=2), min_seed_size)
+        seeds = _label((interior >= seed_threshold) & mask, connectivity=2).astype(np.int32)
+        if split_clumps:
+            components = _label(mask, connectivity=2)
+            n = int(seeds.max(initial=0))
+            declump.split_in_clumps(seeds, np.bincount(seeds.ravel(), minlength=n + 1), regions.boxes(seeds, n),
+                                    interior, components, np.bincount(components.ravel()),
+                                    seed_threshold=seed_threshold, min_seed_size=min_seed_size, min_size=min_size)
+        seeds = _drop_small(seeds, min_seed_size)
         labels = watershed(-interior, seeds, mask=mask, connectivity=2)
     else:
         labels = _distance_watershed(mask, cell_radius)

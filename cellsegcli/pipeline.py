@@ -46,6 +46,7 @@ class SegmentConfig:
     threshold: float | None = None
     seed_threshold: float | None = None
     min_size: int | None = None
+    split_clumps: bool | None = None   # None: the model's
     device: str = "auto"
     axes: str | None = None
     channel: int | None = None
@@ -180,6 +181,7 @@ class FrameSettings:
     save_probabilities: bool
     holes: bool = False
     numbers: range | None = None        # the movie's frame number of each result frame (None: 0, 1, ...)
+    split_clumps: bool = False          # split seeds that part at higher interior levels inside clumps
     frame_interval_s: float | None = None   # seconds between the movie's frames (time_s column)
 
     def frame_number(self, t: int) -> int:
@@ -197,7 +199,8 @@ def frame_settings(model_config, config: SegmentConfig, pixel_size_um: float | N
         seed_threshold=mc.seed_threshold if config.seed_threshold is None else config.seed_threshold,
         min_size=round(mc.min_size / scale**2) if config.min_size is None else config.min_size,
         pixel_size_um=pixel_size_um, save_image=config.save_image, save_probabilities=config.save_probabilities,
-        holes=mc.holes, numbers=numbers, frame_interval_s=interval_s)
+        holes=mc.holes, numbers=numbers, frame_interval_s=interval_s,
+        split_clumps=mc.split_clumps if config.split_clumps is None else config.split_clumps)
 
 
 def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
@@ -206,7 +209,7 @@ def label_frame(prob: np.ndarray, settings: FrameSettings) -> np.ndarray:
 
     return label_instances(prob[0], prob[1] if prob.shape[0] > 1 else None, threshold=settings.threshold,
                            seed_threshold=settings.seed_threshold, min_size=settings.min_size,
-                           holes=settings.holes)
+                           holes=settings.holes, split_clumps=settings.split_clumps)
 
 
 def segment_frame(t: int, prob: np.ndarray | None, raw: np.ndarray, settings: FrameSettings, sink,
@@ -326,8 +329,10 @@ def frame_stream(model, predictor, items, labeller=None) -> Iterator[tuple[np.nd
 
 def device_labeller(model, settings: FrameSettings, config: SegmentConfig):
     """The :class:`~cellsegcli.device_labels.DeviceLabeller` for ``--label-on device`` and a two-channel
-    network (cell + interior), else None (labels from the CPU)."""
-    if config.label_on != "device" or model.network is None or len(model.config.outputs) < 2:
+    network (cell + interior), else None (labels from the CPU; also when clumps are split, which only the
+    CPU labelling does)."""
+    if (config.label_on != "device" or model.network is None or len(model.config.outputs) < 2
+            or settings.split_clumps):
         return None
     from .device_labels import DeviceLabeller
 
@@ -483,6 +488,7 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
         "version": __version__, "input": str(source), "model": mc.name, "model_sha256": model.sha256,
         "architecture": mc.architecture, "tta": tta, "tile": tile, "overlap": config.overlap,
         "threshold": settings.threshold, "seed_threshold": settings.seed_threshold, "min_size": settings.min_size,
+        "split_clumps": settings.split_clumps,
         "diameter": config.diameter, "scale": round(scale, 4),
         "device": device_name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "axes": info.axes, "channel": info.channel, "pixel_size_um": px, "frame_interval_min": interval,
@@ -492,6 +498,9 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     }
     if model.members:
         attributes["ensemble"] = mc.training["ensemble"]
+    if (warn or notify) is not None and config.label_on == "device" and settings.split_clumps:
+        (warn or notify)(f"--label-on device does not split clumps (model '{mc.name}' does; --no-split-clumps "
+                         f"turns it off): labelling on the CPU")
     if notify is not None and device is not None and device.type == "cpu" and attributes["label_on"] == "device":
         notify("--label-on device on the CPU: the torch labelling is ~50x slower there than the compiled CPU "
                "labelling (--label-on cpu, the default); it is meant for a GPU")
@@ -606,7 +615,7 @@ def _fingerprint(source: Path, info, attributes: dict, config: SegmentConfig) ->
     except OSError:
         size = None
     keep = ("model_sha256", "architecture", "tta", "tile", "overlap", "threshold", "seed_threshold", "min_size",
-            "scale", "axes", "channel", "pixel_size_um", "version", "frames", "z", "frame_interval_min",
+            "split_clumps", "scale", "axes", "channel", "pixel_size_um", "version", "frames", "z", "frame_interval_min",
             "label_on")
     return {"input": str(source.resolve()), "input_bytes": size, "frames": info.n_frames, "shape": list(info.shape),
             **{k: attributes.get(k) for k in keep}, "save_image": config.save_image,

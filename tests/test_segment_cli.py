@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,29 @@ def test_labelling_on_the_device_is_recorded_and_falls_back_for_baselines(env, t
     assert json.loads(result.stdout)["label_on"] == "cpu"   # a binary baseline: labelled on the CPU
     result = _segment(str(src), "--label-on", "gpu", "-o", str(tmp_path / "bad"))
     assert result.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_clump_splitting_follows_the_model_and_the_option_and_labels_on_the_cpu(env, tmp_path):
+    import dataclasses
+
+    from cellsegcli.models import read_config, write_config
+
+    folder = tmp_path / "splitter"
+    shutil.copytree(env / "tiny", folder)
+    write_config(folder, dataclasses.replace(read_config(folder), split_clumps=True))
+    src = _stack(tmp_path / "movie.tif", frames=2)
+    runs = {"model": [], "off": ["--no-split-clumps"], "device": ["--label-on", "device"]}
+    for name, extra in runs.items():
+        result = runner.invoke(app, ["segment", str(src), "--model", str(folder), "--device", "cpu", "--tile", "64",
+                                     "--json", "-o", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        attrs = zarr.open_group(tmp_path / name / "movie.zarr", mode="r").attrs["cellseg"]
+        assert attrs["split_clumps"] is (name != "off")
+        if name == "device":   # only the CPU labelling splits clumps: it labels there, and says so
+            assert json.loads(result.stdout)["label_on"] == "cpu" and attrs["label_on"] == "cpu"
+            assert "does not split clumps" in result.stderr
+    result = _segment(str(src), "--tile", "64", "--json", "-o", str(tmp_path / "tiny"))
+    assert zarr.open_group(tmp_path / "tiny" / "movie.zarr", mode="r").attrs["cellseg"]["split_clumps"] is False
 
 
 @pytest.mark.data

@@ -38,6 +38,7 @@ class ModelConfig:
     min_size: int = 0                                 # smallest cell kept, in pixels
     diameter: float = 0.0                             # median cell diameter of the training annotations, px (0: unknown)
     holes: bool = False                               # keep holes in instances (annotations had them); else filled
+    split_clumps: bool = False                        # split seeds that part at higher levels inside clumps (declump.py)
     tile: int = 512                                   # tile size the model runs best at
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # provenance: data, command, scores, version
@@ -100,6 +101,7 @@ def _check_types(data: dict[str, Any], source: str) -> None:
         "min_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
         "diameter": (lambda v: number(v) and v >= 0, "a number of pixels >= 0"),
         "holes": (lambda v: isinstance(v, bool), "true or false"),
+        "split_clumps": (lambda v: isinstance(v, bool), "true or false"),
         "tile": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 32 and v % 32 == 0,
                  "a multiple of 32"),
         "description": (lambda v: isinstance(v, str), "a string"),

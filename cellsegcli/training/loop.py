@@ -392,6 +392,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
                     threshold=started_from.threshold if started_from else 0.5,
                     seed_threshold=started_from.seed_threshold if started_from else 0.5,
+                    split_clumps=started_from.split_clumps if started_from else False,
                     min_size=min_size, diameter=diameter, holes=holes,
                     training=provenance,
                     description=description,
