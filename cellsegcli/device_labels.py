@@ -7,7 +7,10 @@ that a GPU runs without the frame leaving it:
 1. seeds: the 8-connected components of ``interior >= seed_threshold`` inside the mask, by minimum
    propagation (3x3 min-pooling of pixel indices) with pointer jumping; each component is named after its
    first pixel in raster order, so the ids come in the order ``ndi.label`` gives; seeds smaller than
-   ``min_seed_size`` are dropped (one bincount);
+   ``min_seed_size`` are dropped (one bincount); with ``split_clumps``, the seeds inside clumps are split
+   as :mod:`cellsegcli.declump` splits them, one interior level at a time for all of them at once (the
+   components of the clumps' seeds above the level; a seed with two or more pieces of ``min_size`` gives way
+   to them), the pieces named after their first pixel like every component;
 2. growth: the watershed of ``-interior`` from the seeds within the mask, as a flood by level sets: for
    interior levels from high to low the labels grow by masked 3x3 max-pooling into the mask pixels at or
    above the level, until they stop; a pixel thus goes to the seed it connects to through the highest
@@ -49,12 +52,13 @@ def label_instances_torch(
     min_seed_size: int = 16,
     holes: bool = False,
     levels: int = 8,
+    split_clumps: bool = False,
 ) -> torch.Tensor:
     """(Y, X) cell and interior probabilities (any float dtype, on any device) -> (Y, X) int32 labels 1..N
     on the same device, 0 background.
 
-    ``threshold``, ``seed_threshold``, ``min_size``, ``min_seed_size`` and ``holes`` mean what they mean in
-    :func:`cellsegcli.instances.label_instances`; ``levels`` is the number of interior levels the flood is
+    ``threshold``, ``seed_threshold``, ``min_size``, ``min_seed_size``, ``holes`` and ``split_clumps`` mean what
+    they mean in :func:`cellsegcli.instances.label_instances`; ``levels`` is the number of interior levels the flood is
     quantised into (evenly spaced over [0, 1]).
     """
     if foreground.ndim != 2 or interior.shape != foreground.shape:
@@ -73,6 +77,8 @@ def label_instances_torch(
         small = size < min_seed_size
         small[0] = False
         seeds = torch.where(small[seeds.long()], 0, seeds)
+    if split_clumps:
+        seeds = _split_clumps(seeds, interior, mask, seed_threshold, min_size, min_seed_size, kind)
     labels = _flood(seeds, interior, mask, levels)
     # what no seed reached is the mask's seedless components: instances after every seed (ids above n + 1)
     orphans = connected_components(mask & (labels == 0), dtype=kind)
@@ -81,6 +87,39 @@ def label_instances_torch(
         labels = _fill_holes(labels, kind)
     labels = _absorb_small(labels.long(), min_size, 2 * (n + 1))
     return _sequential(labels, min_size, 2 * (n + 1))
+
+
+def _split_clumps(seeds: torch.Tensor, interior: torch.Tensor, mask: torch.Tensor, seed_threshold: float,
+                  min_size: int, min_seed_size: int, kind: torch.dtype) -> torch.Tensor:
+    """:func:`cellsegcli.declump.split_in_clumps` for a whole frame of seeds (named after their first pixels,
+    those under ``min_seed_size`` already dropped): level by level, every clump seed whose part above the
+    level falls into two or more pieces of at least ``max(min_size, min_seed_size)`` pixels is replaced by
+    those pieces (smaller pieces drop out). Pieces of different seeds never touch (seeds are components), so
+    one labelling of all of them above a level gives each seed's pieces."""
+    from . import declump
+
+    n = seeds.numel()
+    components = connected_components(mask, dtype=kind).long()
+    areas = torch.bincount(components.flatten(), minlength=n + 1)
+    clumps = torch.from_numpy(declump.clump_mask(areas.cpu().numpy(), min_size)).to(seeds.device)
+    state = torch.where(clumps[components] & (seeds > 0), seeds, 0).long()
+    if not bool(state.any()):
+        return seeds
+    min_part = max(min_size, min_seed_size)
+    for level in declump.ladder(seed_threshold):
+        pieces = connected_components((state > 0) & (interior >= level), dtype=kind).long()
+        if not bool(pieces.any()):
+            break
+        parent = torch.zeros(n + 1, dtype=torch.long, device=seeds.device)
+        parent[pieces.flatten()] = state.flatten()   # every pixel of a piece has its seed's id
+        parent[0] = 0
+        big = torch.bincount(pieces.flatten(), minlength=n + 1) >= min_part
+        big[0] = False
+        splits = torch.bincount(parent[big], minlength=n + 1) >= 2
+        splits[0] = False
+        where = splits[state]
+        state = torch.where(where, torch.where(big[pieces], pieces, 0), state)
+    return torch.where(clumps[components] & (seeds > 0), state.to(seeds.dtype), seeds)
 
 
 def _absorb_small(labels: torch.Tensor, min_size: int, size: int) -> torch.Tensor:
@@ -130,6 +169,7 @@ class DeviceLabeller:
     min_size: int
     holes: bool = False
     keep_probabilities: bool = True   # False: the probabilities need not come back to the host (not saved)
+    split_clumps: bool = False
     seconds: float = 0.0
 
     def __call__(self, prob: torch.Tensor) -> np.ndarray:
@@ -137,7 +177,7 @@ class DeviceLabeller:
         with torch.inference_mode():
             labels = label_instances_torch(prob[0], prob[1], threshold=self.threshold,
                                            seed_threshold=self.seed_threshold, min_size=self.min_size,
-                                           holes=self.holes)
+                                           holes=self.holes, split_clumps=self.split_clumps)
             out = labels.cpu().numpy().view(np.uint32)   # 0..N, never negative
         self.seconds += time.perf_counter() - started
         return out

@@ -329,15 +329,13 @@ def frame_stream(model, predictor, items, labeller=None) -> Iterator[tuple[np.nd
 
 def device_labeller(model, settings: FrameSettings, config: SegmentConfig):
     """The :class:`~cellsegcli.device_labels.DeviceLabeller` for ``--label-on device`` and a two-channel
-    network (cell + interior), else None (labels from the CPU; also when clumps are split, which only the
-    CPU labelling does)."""
-    if (config.label_on != "device" or model.network is None or len(model.config.outputs) < 2
-            or settings.split_clumps):
+    network (cell + interior), else None (labels from the CPU)."""
+    if config.label_on != "device" or model.network is None or len(model.config.outputs) < 2:
         return None
     from .device_labels import DeviceLabeller
 
     return DeviceLabeller(settings.threshold, settings.seed_threshold, settings.min_size, settings.holes,
-                          keep_probabilities=settings.save_probabilities)
+                          keep_probabilities=settings.save_probabilities, split_clumps=settings.split_clumps)
 
 
 def open_input(source: Path, config: SegmentConfig):
@@ -498,9 +496,6 @@ def segment(source: Path, config: SegmentConfig, *, out: Path | None = None, sev
     }
     if model.members:
         attributes["ensemble"] = mc.training["ensemble"]
-    if (warn or notify) is not None and config.label_on == "device" and settings.split_clumps:
-        (warn or notify)(f"--label-on device does not split clumps (model '{mc.name}' does; --no-split-clumps "
-                         f"turns it off): labelling on the CPU")
     if notify is not None and device is not None and device.type == "cpu" and attributes["label_on"] == "device":
         notify("--label-on device on the CPU: the torch labelling is ~50x slower there than the compiled CPU "
                "labelling (--label-on cpu, the default); it is meant for a GPU")

@@ -143,3 +143,23 @@ def test_calibration_chooses_clump_splitting_where_it_scores():
                  seed_thresholds=[0.9], splits=(False, True))
     assert same[0].objective == same[1].objective
     assert best(same, (0.5, 0.9, False)).split_clumps is False and best(same, (0.5, 0.9, True)).split_clumps
+
+
+def test_the_device_labelling_splits_clumps_as_the_cpu_does():
+    import torch
+
+    from cellsegcli.device_labels import label_instances_torch
+    from cellsegcli.metrics import object_scores
+
+    fg, interior, truth = _scene()
+    rng = np.random.default_rng(1)
+    noisy = interior * rng.uniform(0.7, 1.0, interior.shape).astype(np.float32)
+    for m in (interior, noisy):
+        for split in (False, True):
+            cpu = label_instances(fg, m, seed_threshold=0.3, min_size=32, split_clumps=split)
+            dev = label_instances_torch(torch.from_numpy(fg), torch.from_numpy(m), seed_threshold=0.3, min_size=32,
+                                        split_clumps=split).numpy()
+            assert dev.max() == cpu.max() == (7 if split else 6)
+            assert object_scores(dev, cpu)["f1"] == 1.0
+    assert label_instances_torch(torch.from_numpy(fg), torch.zeros_like(torch.from_numpy(fg)),
+                                 split_clumps=True).max() == 6   # no seeds: each component is one instance

@@ -80,9 +80,20 @@ def test_the_nuclei_model_parts_touching_nuclei_by_splitting_clumps(shared_data)
     folder = shared_data / "stardist-sample"
     image = tifffile.imread(folder / "img2d.tif").astype(np.float32)
     truth = clean_instances(tifffile.imread(folder / "mask2d.tif"))
+    from cellsegcli.device_labels import label_instances_torch
+    from cellsegcli.metrics import object_scores
+
     model = load_model("nuclei")
     assert model.config.split_clumps
-    split = frame_scores(_segment(model, image, None), truth)
+    labels = _segment(model, image, None)
+    split = frame_scores(labels, truth)
     merged = frame_scores(_segment(model, image, None, split_clumps=False), truth)
     assert split["f1"] >= 0.89 and split["f1"] > merged["f1"] + 0.04
     assert abs(split["jaccard"] - merged["jaccard"]) < 1e-3   # the same pixels, parted differently
+    # --label-on device splits them too
+    predictor, _ = make_predictor(model, CPU, SegmentConfig(tta="none"))
+    prob = torch.from_numpy(predictor.predict(normalize(image, model.config.percentiles)))
+    c = model.config
+    device = label_instances_torch(prob[0], prob[1], threshold=c.threshold, seed_threshold=c.seed_threshold,
+                                   min_size=c.min_size, split_clumps=True).numpy()
+    assert object_scores(device, labels)["f1"] >= 0.98
