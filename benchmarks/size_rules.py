@@ -107,7 +107,8 @@ def fold_curves(fold: Path, pairs: dict, device) -> dict:
         for key in (RULE, *CANDIDATES):
             size = rule if key == RULE else max(1, round(key * area))
             scores = [frame_scores(label_instances(m[0], m[1] if m.shape[0] > 1 else None, threshold=c.threshold,
-                                                   seed_threshold=c.seed_threshold, min_size=size, holes=c.holes),
+                                                   seed_threshold=c.seed_threshold, min_size=size, holes=c.holes,
+                                                   split_clumps=c.split_clumps),
                                    s.labels) for m, s in zip(maps, samples, strict=True)]
             curve[key] = {m: float(np.mean([r[m] for r in scores])) for m in ("jaccard", "f1", "mean_ap", "seg")}
             curve[key].update(size=size, frames=[objective(r) for r in scores])
