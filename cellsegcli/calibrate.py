@@ -5,9 +5,9 @@ outline reaches and the seed (interior) threshold how touching cells are split. 
 post-processing step, :func:`calibrate` runs the model once over annotated frames, then tries every
 pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_instances`, for a two-channel
 model each with and without clump splitting (:mod:`cellsegcli.declump`), and keeps the setting with the best
-mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest cell kept (``min_size``) is then chosen the same way at that pair, among
-shares of the typical cell's area (:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting
-nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
+mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest
+cell kept (``min_size``) is then chosen the same way at that setting, among shares of the typical cell's area
+(:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
 good model out of its thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is
 only the annotations' rule of thumb and so has no margin (``size_margin=0``); ``cellseg calibrate MODEL FOLDER``
 does it on any annotated folder and keeps the margin for the model's size too.
@@ -55,8 +55,8 @@ class Setting:
     def as_dict(self) -> dict[str, float]:
         size = {} if self.min_size is None else {"min_size": self.min_size}
         return {"threshold": self.threshold, "seed_threshold": self.seed_threshold, **size,
-                "split_clumps": self.split_clumps, "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5), "mean_ap": round(self.mean_ap, 5),
-                "objective": round(self.objective, 5)}
+                "split_clumps": self.split_clumps, "jaccard": round(self.jaccard, 5), "f1": round(self.f1, 5),
+                "mean_ap": round(self.mean_ap, 5), "objective": round(self.objective, 5)}
 
 
 def sweep(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], *, min_size: int = 0, holes: bool = False,
