@@ -7,10 +7,11 @@ pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_in
 model each with and without clump splitting (:mod:`cellsegcli.declump`), and keeps the setting with the best
 mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest
 cell kept (``min_size``) is then chosen the same way at that setting, among shares of the typical cell's area
-(:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
-good model out of its thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is
-only the annotations' rule of thumb and so has no margin (``size_margin=0``); ``cellseg calibrate MODEL FOLDER``
-does it on any annotated folder and keeps the margin for the model's size too.
+(:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting nearest the model's current one,
+which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a good model out of its
+thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is only the annotations'
+rule of thumb and so has no margin (``size_margin=0``); ``cellseg calibrate MODEL FOLDER`` does it on any annotated
+folder and keeps the margin for the model's size too.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CLUMP", "SPAN", "STEP", "clump_mask", "ladder", "split_blob", "split_in_clumps", "split_seeds"]
+__all__ = ["CLUMP", "SPAN", "STEP", "clump_mask", "ladder", "split_blob", "split_seeds"]
 
 SPAN = 4.0    # logits above the seed threshold that the ladder climbs
 STEP = 0.5    # logits between its levels
@@ -70,9 +70,10 @@ def split_blob(interior: np.ndarray, blob: np.ndarray, levels: list[float], min_
 
 
 def split_seeds(seeds: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, interior: np.ndarray,
-                components: np.ndarray, clumps: np.ndarray, levels: list[float], *, min_seed_size: int,
-                min_part: int) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Split, in place, the seeds of ``seeds`` (int32 ids 1..n) that lie in a clump.
+                components: np.ndarray, component_areas: np.ndarray, *, seed_threshold: float, min_seed_size: int,
+                min_size: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Split, in place, the seeds of ``seeds`` (int32 ids 1..n) that lie in a clump, as
+    :func:`~cellsegcli.instances.label_instances` does with ``split_clumps``.
 
     Parameters
     ----------
@@ -83,12 +84,13 @@ def split_seeds(seeds: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, interio
         Each seed's pixel count (index 0 unused) and half-open box y0, x0, y1, x1.
     interior : (Y, X) float array
         The interior probability.
-    components, clumps : (Y, X) int array and (m + 1,) bool array
-        The mask's components and which of them are clumps (:func:`clump_mask`).
-    levels : list of float
-        The ladder (:func:`ladder`); empty: nothing is split.
-    min_seed_size, min_part : int
-        Seeds smaller than ``min_seed_size`` are left alone; pieces smaller than ``min_part`` do not count.
+    components, component_areas : (Y, X) int array and (m + 1,) array
+        The mask's components and their pixel counts (the clumps among them: :func:`clump_mask`).
+    seed_threshold : float
+        Where the ladder (:func:`ladder`) starts.
+    min_seed_size, min_size : int
+        Seeds smaller than ``min_seed_size`` are left alone; pieces count from ``max(min_size, min_seed_size)``
+        pixels, and ``min_size`` also sets which components make the typical object.
 
     Returns
     -------
@@ -99,8 +101,11 @@ def split_seeds(seeds: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, interio
     split: list[int] = []
     piece_sizes: list[int] = []
     piece_first: list[int] = []
+    clumps = clump_mask(component_areas, min_size)
+    levels = ladder(seed_threshold)
     if not levels or not clumps.any():
         return split, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    min_part = max(min_size, min_seed_size)
     n = len(sizes) - 1
     width = seeds.shape[1]
     for i in range(1, n + 1):
@@ -123,13 +128,3 @@ def split_seeds(seeds: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, interio
             piece_sizes.append(len(ys))
             piece_first.append((y0 + int(ys[0])) * width + x0 + int(xs[0]))
     return split, np.asarray(piece_sizes, np.int64), np.asarray(piece_first, np.int64)
-
-
-def split_in_clumps(seeds: np.ndarray, sizes: np.ndarray, boxes: np.ndarray, interior: np.ndarray,
-                    components: np.ndarray, component_areas: np.ndarray, *, seed_threshold: float,
-                    min_seed_size: int, min_size: int) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """:func:`split_seeds` with the clumps of ``components`` (whose pixel counts are ``component_areas``), the
-    ladder above ``seed_threshold`` and pieces of at least ``min_size`` (the smallest cell; at least
-    ``min_seed_size``), as :func:`~cellsegcli.instances.label_instances` applies it."""
-    return split_seeds(seeds, sizes, boxes, interior, components, clump_mask(component_areas, min_size),
-                       ladder(seed_threshold), min_seed_size=min_seed_size, min_part=max(min_size, min_seed_size))

@@ -91,7 +91,7 @@ def label_instances_torch(
 
 def _split_clumps(seeds: torch.Tensor, interior: torch.Tensor, mask: torch.Tensor, seed_threshold: float,
                   min_size: int, min_seed_size: int, kind: torch.dtype) -> torch.Tensor:
-    """:func:`cellsegcli.declump.split_in_clumps` for a whole frame of seeds (named after their first pixels,
+    """:func:`cellsegcli.declump.split_seeds` for a whole frame of seeds (named after their first pixels,
     those under ``min_seed_size`` already dropped): level by level, every clump seed whose part above the
     level falls into two or more pieces of at least ``max(min_size, min_seed_size)`` pixels is replaced by
     those pieces (smaller pieces drop out). Pieces of different seeds never touch (seeds are components), so
@@ -102,7 +102,8 @@ def _split_clumps(seeds: torch.Tensor, interior: torch.Tensor, mask: torch.Tenso
     components = connected_components(mask, dtype=kind).long()
     areas = torch.bincount(components.flatten(), minlength=n + 1)
     clumps = torch.from_numpy(declump.clump_mask(areas.cpu().numpy(), min_size)).to(seeds.device)
-    state = torch.where(clumps[components] & (seeds > 0), seeds, 0).long()
+    in_clumps = clumps[components] & (seeds > 0)
+    state = torch.where(in_clumps, seeds, 0).long()
     if not bool(state.any()):
         return seeds
     min_part = max(min_size, min_seed_size)
@@ -119,7 +120,7 @@ def _split_clumps(seeds: torch.Tensor, interior: torch.Tensor, mask: torch.Tenso
         splits[0] = False
         where = splits[state]
         state = torch.where(where, torch.where(big[pieces], pieces, 0), state)
-    return torch.where(clumps[components] & (seeds > 0), state.to(seeds.dtype), seeds)
+    return torch.where(in_clumps, state.to(seeds.dtype), seeds)
 
 
 def _absorb_small(labels: torch.Tensor, min_size: int, size: int) -> torch.Tensor:

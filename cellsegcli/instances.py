@@ -203,9 +203,9 @@ def _seeded_growth(mask: np.ndarray, interior: np.ndarray, seed_threshold: float
 def _split_clumps(seeds: np.ndarray, size: np.ndarray, seed_boxes: np.ndarray, first: np.ndarray,
                   interior: np.ndarray, components: np.ndarray, component_areas: np.ndarray,
                   seed_threshold: float, min_seed_size: int, min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`declump.split_in_clumps` on ``seeds`` (in place); returns the
+    """:func:`declump.split_seeds` on ``seeds`` (in place); returns the
     seeds' pixel counts and first pixels with the pieces appended and the split seeds' counts set to 0."""
-    split, piece_sizes, piece_first = declump.split_in_clumps(
+    split, piece_sizes, piece_first = declump.split_seeds(
         seeds, size, seed_boxes, interior, components, component_areas, seed_threshold=seed_threshold,
         min_seed_size=min_seed_size, min_size=min_size)
     if not split:
@@ -259,9 +259,9 @@ def label_instances_reference(
         if split_clumps:
             components = _label(mask, connectivity=2)
             n = int(seeds.max(initial=0))
-            declump.split_in_clumps(seeds, np.bincount(seeds.ravel(), minlength=n + 1), regions.boxes(seeds, n),
-                                    interior, components, np.bincount(components.ravel()),
-                                    seed_threshold=seed_threshold, min_seed_size=min_seed_size, min_size=min_size)
+            declump.split_seeds(seeds, np.bincount(seeds.ravel(), minlength=n + 1), regions.boxes(seeds, n),
+                                interior, components, np.bincount(components.ravel()),
+                                seed_threshold=seed_threshold, min_seed_size=min_seed_size, min_size=min_size)
         seeds = _drop_small(seeds, min_seed_size)
         labels = watershed(-interior, seeds, mask=mask, connectivity=2)
     else:
