@@ -7,7 +7,7 @@ them but breaks nuclei with bright inner texture (nucleoli, chromatin) into piec
 keeps the low threshold and looks higher only inside *clumps*: mask components of at least
 ``CLUMP`` times the frame's typical object (the median area of its components of at least ``min_size``
 pixels). There each seed blob climbs a ladder of levels, ``STEP`` logits apart up to ``SPAN`` logits above
-the seed threshold; when a level leaves two or more pieces of at least ``min_part`` pixels, those pieces
+the seed threshold but never above ``TOP``; when a level leaves two or more pieces of at least ``min_part`` pixels, those pieces
 become seeds of their own (and climb on), the rest of the blob is left to the watershed. A blob that never
 parts stays one seed. The watershed then grows the seeds as before.
 
@@ -25,21 +25,24 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["CLUMP", "SPAN", "STEP", "clump_mask", "ladder", "split_blob", "split_seeds"]
+__all__ = ["CLUMP", "SPAN", "STEP", "TOP", "clump_mask", "ladder", "split_blob", "split_seeds"]
 
 SPAN = 4.0    # logits above the seed threshold that the ladder climbs
 STEP = 0.5    # logits between its levels
 CLUMP = 2.0   # a mask component of at least this many typical objects is a clump
+TOP = 0.98    # the highest level: above it a model seeded high (0.9) splits its nuclei's texture
 
 _EIGHT = np.ones((3, 3), bool)
 
 
-def ladder(seed_threshold: float, *, span: float = SPAN, step: float = STEP) -> list[float]:
-    """The interior levels above ``seed_threshold``: ``step`` logits apart, up to ``span`` logits above it."""
+def ladder(seed_threshold: float, *, span: float = SPAN, step: float = STEP, top: float = TOP) -> list[float]:
+    """The interior levels above ``seed_threshold``: ``step`` logits apart, up to ``span`` logits above it and
+    no higher than ``top`` (none for a seed threshold at or above ``top``)."""
     if not 0 < seed_threshold < 1:
         return []
     base = math.log(seed_threshold / (1 - seed_threshold))
-    return [1 / (1 + math.exp(-(base + k * step))) for k in range(1, int(round(span / step)) + 1)]
+    levels = (1 / (1 + math.exp(-(base + k * step))) for k in range(1, int(round(span / step)) + 1))
+    return [level for level in levels if level <= top]
 
 
 def clump_mask(component_areas: np.ndarray, min_size: int, *, ratio: float = CLUMP) -> np.ndarray:

@@ -47,11 +47,21 @@ def _best_iou(labels: np.ndarray, truth: np.ndarray, truth_id: int) -> float:
 
 
 def test_ladder_is_logit_steps_above_the_seed_threshold():
-    levels = declump.ladder(0.5)
+    levels = declump.ladder(0.5, top=1.0)
     assert len(levels) == round(declump.SPAN / declump.STEP)
     assert levels == pytest.approx([1 / (1 + math.exp(-declump.STEP * k)) for k in range(1, len(levels) + 1)])
     assert declump.ladder(0.3)[0] == pytest.approx(1 / (1 + math.exp(-(math.log(0.3 / 0.7) + 0.5))))
     assert declump.ladder(1.0) == [] and declump.ladder(0.5, span=1.0, step=0.5) == pytest.approx(levels[:2])
+
+
+def test_ladder_stops_at_the_top_level():
+    # seed 0.3 climbs 4 logits to 0.959, under the top: all 8 levels; seed 0.5 would reach 0.982: 7 levels;
+    # seed 0.9 reaches 0.9994 uncapped: only 0.937, 0.961 and 0.976 stay; a seed at the top has no ladder
+    assert len(declump.ladder(0.3)) == 8 and max(declump.ladder(0.3)) == pytest.approx(0.9590, abs=1e-4)
+    assert declump.ladder(0.5) == pytest.approx(declump.ladder(0.5, top=1.0)[:7])
+    assert declump.ladder(0.9) == pytest.approx([0.9369, 0.9607, 0.9758], abs=1e-4)
+    assert all(level <= declump.TOP for level in declump.ladder(0.9)) and declump.TOP == 0.98
+    assert declump.ladder(0.98) == [] and declump.ladder(0.99) == []
 
 
 def test_clumps_are_twice_the_median_of_the_objects_at_least_min_size():
