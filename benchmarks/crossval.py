@@ -116,9 +116,9 @@ def recalibrate_fold(folder: Path, groups, folds, i: int, args, device) -> dict:
         _, _, test_pairs = fold_split(groups, folds, i, args.val_fraction, args.seed)
         if not (target / "config.json").is_file():   # calibrated once, without TTA; other --tta reuse it
             remove_path(target)
-            # chosen again as training chooses today: the fold's current size is no choice to protect
+            # chosen again as training chooses today: the fold's current setting is no choice to protect
             result = calibrate_folder(str(folder / "model"), folder / "data" / "val", device, out=target,
-                                      size_margin=0.0)
+                                      margin=0.0, size_margin=0.0)
             c = result.chosen
             print(f"fold {i} recalibrated: threshold {c.threshold}, seed {c.seed_threshold}, smallest cell "
                   f"{result.model_min_size} px", file=sys.stderr, flush=True)

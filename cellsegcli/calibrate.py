@@ -9,9 +9,11 @@ mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads firs
 cell kept (``min_size``) is then chosen the same way at that setting, among shares of the typical cell's area
 (:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting nearest the model's current one,
 which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a good model out of its
-thresholds). ``cellseg train`` calibrates on its validation frames, where the current size is only the annotations'
-rule of thumb and so has no margin (``size_margin=0``); ``cellseg calibrate MODEL FOLDER`` does it on any annotated
-folder and keeps the margin for the model's size too.
+thresholds). ``cellseg train`` calibrates on its validation frames, where nothing current was chosen (the
+thresholds are the defaults or the ``--init`` model's, the size the annotations' rule of thumb), so nothing has a
+margin (``margin=0, size_margin=0``; held out on the nuclei folds, docs/measurements.md "Clumps": F1 0.808 ->
+0.816); ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder and keeps the margin for the model's
+thresholds and size.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class Calibration:
     size_settings: list[Setting] = dataclasses.field(default_factory=list)   # with sizes: the sizes tried
     model_min_size: int | None = None   # the chosen smallest cell in the model's own pixels (None: not chosen)
     size_margin: float = MARGIN         # what the best size had to gain over the model's current one
+    margin: float = MARGIN              # what the best thresholds had to gain over the model's current ones
 
     def record(self) -> dict:
         """What a model's provenance keeps of the calibration."""
@@ -172,17 +175,18 @@ class Calibration:
             "fractions_of_cell_area": list(SIZE_FRACTIONS), "tried": [s.min_size for s in self.size_settings],
             "margin": self.size_margin, "model_min_size": self.model_min_size}}
         return {"frames": self.n_frames, "tta": self.tta, "diameter": self.diameter,
-                "objective": "mean of pixel Jaccard and F1@0.5", "margin": MARGIN,
+                "objective": "mean of pixel Jaccard and F1@0.5", "margin": self.margin,
                 "before": self.current.as_dict(), "after": self.chosen.as_dict(), **sizes}
 
 
 def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: float | None = None,
-                      sizes: bool = False, size_margin: float = MARGIN,
+                      sizes: bool = False, margin: float = MARGIN, size_margin: float = MARGIN,
                       progress: Callable[..., None] | None = None) -> Calibration:
     """Choose ``model``'s thresholds on annotated samples (``training.data.Sample``), with its
-    probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``; with
-    ``sizes`` (and a model that records its cell diameter) then its smallest cell kept, which replaces the
-    model's current one when it gains at least ``size_margin`` (0 where the current one was never chosen)."""
+    probabilities computed as ``cellseg segment [--diameter D]`` computes them on ``device``; they replace the
+    model's current ones when they gain at least ``margin``. With ``sizes`` (and a model that records its cell
+    diameter) then its smallest cell kept, which replaces the model's current one when it gains at least
+    ``size_margin``. (Both 0 where the current setting was never chosen.)"""
     from .pipeline import SegmentConfig, frame_settings, input_scale, make_predictor
 
     config = model.config
@@ -207,9 +211,9 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     current = next(s for s in settings if s.threshold == config.threshold
                    and (binary or s.seed_threshold == config.seed_threshold)
                    and s.split_clumps == (config.split_clumps and not binary))
-    chosen = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=MARGIN)
+    chosen = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=margin)
     if not candidates:
-        return Calibration(chosen, current, settings, len(samples), tta, diameter)
+        return Calibration(chosen, current, settings, len(samples), tta, diameter, margin=margin)
     done = len(settings)
     size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
                                 seed_threshold=chosen.seed_threshold, holes=config.holes,
@@ -219,7 +223,7 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     current = dataclasses.replace(current, min_size=min_size)
     model_min_size = config.min_size if chosen.min_size == min_size else round(chosen.min_size * scale**2)
     return Calibration(chosen, current, settings, len(samples), tta, diameter, size_settings, model_min_size,
-                       size_margin)
+                       size_margin, margin)
 
 
 def apply(folder, calibration: Calibration):
@@ -237,12 +241,13 @@ def apply(folder, calibration: Calibration):
 
 
 def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diameter: float | None = None,
-                     out=None, write: bool = True, sizes: bool = True, size_margin: float = MARGIN,
-                     progress: Callable[..., None] | None = None) -> Calibration:
+                     out=None, write: bool = True, sizes: bool = True, margin: float = MARGIN,
+                     size_margin: float = MARGIN, progress: Callable[..., None] | None = None) -> Calibration:
     """Calibrate a model on every annotated pair in ``annotations`` (images/ + masks/, or name_masks).
 
     Writes the thresholds into ``out`` (a copy of the model folder) or, without ``out``, into the model
-    folder itself; a shipped model is never changed in place. ``size_margin``: see :func:`calibrate_samples`.
+    folder itself; a shipped model is never changed in place. ``margin``, ``size_margin``: see
+    :func:`calibrate_samples`.
     """
     import shutil
     from pathlib import Path
@@ -262,7 +267,7 @@ def calibrate_folder(model_spec, annotations, device, *, tta: str = "none", diam
         raise CellsegError(f"{annotations}: no annotated images; give a folder with images/ and masks/")
     model = load_model(folder)
     samples = [load_sample(p, percentiles=model.config.percentiles) for p in pairs]
-    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, sizes=sizes,
+    result = calibrate_samples(model, samples, device, tta=tta, diameter=diameter, sizes=sizes, margin=margin,
                                size_margin=size_margin, progress=progress)
     if write:
         target = Path(out) if out is not None else folder

@@ -215,6 +215,7 @@ def test_calibrate_chooses_the_smallest_cell_too_when_the_model_knows_its_cell_s
     assert tried == sorted({7, *(round(f * 3.14159265 / 4 * 400) for f in shares)})
     assert record["before"]["min_size"] == 7 and record["after"]["min_size"] in tried
     assert record["sizes"]["margin"] == 0.01   # a model's own size is protected as its thresholds are
+    assert record["margin"] == 0.01
     assert json.loads((folder / "config.json").read_text())["min_size"] == record["sizes"]["model_min_size"]
     kept = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json", "--keep-min-size",
                                "--dry-run"])

@@ -417,8 +417,9 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         from ..calibrate import apply, calibrate_samples
 
         model = load_model(out)
-        # the current smallest cell is the annotations' rule of thumb, not a choice: no margin protects it
-        result = calibrate_samples(model, val_samples, device, sizes=True, size_margin=0.0)
+        # nothing current was chosen on these frames (the thresholds are the defaults or the --init model's, the
+        # smallest cell the annotations' rule of thumb): no margin protects any of it
+        result = calibrate_samples(model, val_samples, device, sizes=True, margin=0.0, size_margin=0.0)
         with checkpoint_errors(out, saved_epoch):
             apply(out, result)
         calibration = result.record()
