@@ -12,7 +12,7 @@ which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a
 thresholds). ``cellseg train`` calibrates on its validation frames, where nothing current was chosen (the
 thresholds are the defaults or the ``--init`` model's, the size the annotations' rule of thumb), so nothing has a
 margin (``margin=0, size_margin=0``; held out on the nuclei folds, docs/measurements.md "Clumps": F1 0.808 ->
-0.816); ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder and keeps the margin for the model's
+0.815); ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder and keeps the margin for the model's
 thresholds and size.
 """
 

@@ -7,9 +7,9 @@ them but breaks nuclei with bright inner texture (nucleoli, chromatin) into piec
 keeps the low threshold and looks higher only inside *clumps*: mask components of at least
 ``CLUMP`` times the frame's typical object (the median area of its components of at least ``min_size``
 pixels). There each seed blob climbs a ladder of levels, ``STEP`` logits apart up to ``SPAN`` logits above
-the seed threshold but never above ``TOP``; when a level leaves two or more pieces of at least ``min_part`` pixels, those pieces
-become seeds of their own (and climb on), the rest of the blob is left to the watershed. A blob that never
-parts stays one seed. The watershed then grows the seeds as before.
+the seed threshold but never above ``TOP``; when a level leaves two or more pieces of at least ``min_part``
+pixels, those pieces become seeds of their own (and climb on), the rest of the blob is left to the watershed.
+A blob that never parts stays one seed. The watershed then grows the seeds as before.
 
 Measured on the shipped nuclei model (``docs/measurements.md``, "Clumps"): chosen on the 50 DSB2018
 validation images, it lifts object F1 on the 50 held-out test images from 0.829 to 0.858 and mean AP from
