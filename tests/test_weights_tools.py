@@ -22,12 +22,15 @@ def _script(name: str):
     return module
 
 
-def _fold(cv: Path, name: str, diameter: float, min_size: int, *, sizes: bool = True, sub: str = "model"):
+def _fold(cv: Path, name: str, diameter: float, min_size: int, *, sizes: bool = True, sub: str = "model",
+          thresholds: tuple[float, float, bool] = (0.5, 0.5, False)):
     folder = cv / name / sub
     shutil.copytree(WEIGHTS / "phase", folder, ignore=shutil.ignore_patterns("*.safetensors", "*.png", "*.csv"))
     config = read_config(folder)
     calibration = {"sizes": {"model_min_size": min_size}} if sizes else {}
-    write_config(folder, dataclasses.replace(config, diameter=diameter, min_size=min_size,
+    threshold, seed, split = thresholds
+    write_config(folder, dataclasses.replace(config, diameter=diameter, min_size=min_size, threshold=threshold,
+                                             seed_threshold=seed, split_clumps=split,
                                              training={"calibration": calibration}))
 
 
@@ -60,3 +63,30 @@ def test_min_size_tool_refuses_folds_without_a_size_calibration(tmp_path):
     _fold(tmp_path / "cv", "fold-0", 50.0, 100, sizes=False)
     with pytest.raises(SystemExit, match="no fold has a size calibration"):
         tool.main(["phase", str(tmp_path / "cv")])
+
+
+def test_thresholds_option_gives_the_folds_median_thresholds_and_majority_splitting(tmp_path):
+    tool = _script("min_size")
+    cv = tmp_path / "cv"
+    area = math.pi / 4 * 50.0**2
+    _fold(cv, "fold-0", 50.0, round(0.3 * area), thresholds=(0.4, 0.9, True))
+    _fold(cv, "fold-0", 50.0, round(0.3 * area), thresholds=(0.5, 0.9, True), sub="model-recalibrated")  # preferred
+    _fold(cv, "fold-1", 50.0, round(0.2 * area), thresholds=(0.6, 0.5, False))
+    _fold(cv, "fold-2", 50.0, round(0.2 * area), thresholds=(0.45, 0.8, True))
+    _fold(cv, "fold-3", 50.0, round(0.3 * area), thresholds=(0.3, 0.7, False))
+    assert tool.fold_thresholds(cv)["fold-0"] == (0.5, 0.9, True)
+
+    weights = tmp_path / "weights"
+    shutil.copytree(WEIGHTS / "phase", weights / "phase")
+    before = read_config(weights / "phase")
+    summary = tool.main(["phase", str(cv), "--weights", str(weights), "--thresholds"])   # prints; writes nothing
+    assert read_config(weights / "phase") == before
+    # medians of (0.5, 0.6, 0.45, 0.3) and (0.9, 0.5, 0.8, 0.7); splitting 2 of 4 is no majority: off
+    assert summary["threshold"] == pytest.approx(0.475) and summary["seed_threshold"] == pytest.approx(0.75)
+    assert summary["split_clumps"] is False
+    tool.main(["phase", str(cv), "--weights", str(weights), "--thresholds", "--write"])
+    after = read_config(weights / "phase")
+    assert (after.threshold, after.seed_threshold, after.split_clumps) == (pytest.approx(0.475), pytest.approx(0.75), False)
+    assert after.min_size == summary["min_size"] == round(0.25 * math.pi / 4 * before.diameter**2)
+    assert after.training["threshold_rule"]["folds"]["fold-1"] == {"threshold": 0.6, "seed_threshold": 0.5,
+                                                                   "split_clumps": False}
