@@ -7,7 +7,8 @@ pair of thresholds on a small grid through :func:`~cellsegcli.instances.label_in
 model each with and without clump splitting (:mod:`cellsegcli.declump`), and keeps the setting with the best
 mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest
 cell kept (``min_size``) is then chosen the same way at that setting, among shares of the typical cell's area
-(:data:`SIZE_FRACTIONS`) and the model's current size. Ties go to the setting nearest the model's current one,
+(:data:`SIZE_FRACTIONS`) and the model's current size; when the size changes, the thresholds are chosen again
+at it (and the size again at those, up to :data:`ROUNDS` times), so calibrating twice changes nothing. Ties go to the setting nearest the model's current one,
 which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a good model out of its
 thresholds). ``cellseg train`` calibrates on its validation frames, where nothing current was chosen (the
 thresholds are the defaults or the ``--init`` model's, the size the annotations' rule of thumb), so nothing has a
@@ -37,6 +38,10 @@ SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # own minimum there was 120 px, 0.05 of the typical cell). Held out, the phase folds' best shares were 0.2-0.35
 # and the nuclei folds' 0.1 (docs/measurements.md, "The smallest cell"): steps of 0.05 up to 0.4
 SIZE_FRACTIONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
+# thresholds are chosen at a size and the size at those thresholds; a new size sweeps the thresholds again, at
+# most this many times: chosen at the model's size alone, a phase fold moved its seed (0.9 -> 0.8) when
+# calibrated a second time, at the size the first time had chosen
+ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -214,12 +219,27 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     chosen = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=margin)
     if not candidates:
         return Calibration(chosen, current, settings, len(samples), tta, diameter, margin=margin)
-    done = len(settings)
-    size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
-                                seed_threshold=chosen.seed_threshold, holes=config.holes,
-                                split_clumps=chosen.split_clumps,
-                                progress=None if progress is None else (lambda d, _: progress(done + d, total)))
-    chosen = best_size(size_settings, min_size, margin=size_margin)
+    done, size_at = len(settings), min_size
+    for _ in range(ROUNDS):   # thresholds and size in turn, until neither moves the other
+        size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
+                                    seed_threshold=chosen.seed_threshold, holes=config.holes,
+                                    split_clumps=chosen.split_clumps,
+                                    progress=None if progress is None else (lambda d, _: progress(done + d, total)))
+        done += len(candidates)
+        sized = best_size(size_settings, min_size, margin=size_margin)
+        if sized.min_size == size_at:
+            break
+        size_at, total = sized.min_size, total + len(settings) + len(candidates)
+        settings = sweep(maps, truths, min_size=size_at, holes=config.holes, thresholds=thresholds,
+                         seed_thresholds=seeds, splits=splits,
+                         progress=None if progress is None else (lambda d, _: progress(done + d, total)))
+        done += len(settings)
+        again = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=margin)
+        if (again.threshold, again.seed_threshold, again.split_clumps) == (
+                chosen.threshold, chosen.seed_threshold, chosen.split_clumps):
+            break
+        chosen = again
+    chosen = sized
     current = dataclasses.replace(current, min_size=min_size)
     model_min_size = config.min_size if chosen.min_size == min_size else round(chosen.min_size * scale**2)
     return Calibration(chosen, current, settings, len(samples), tta, diameter, size_settings, model_min_size,

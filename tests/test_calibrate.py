@@ -220,3 +220,63 @@ def test_calibrate_chooses_the_smallest_cell_too_when_the_model_knows_its_cell_s
     kept = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json", "--keep-min-size",
                                "--dry-run"])
     assert kept.exit_code == 0 and "sizes" not in json.loads(kept.stdout)
+
+
+def test_calibrating_a_calibrated_model_again_changes_nothing(tmp_path):
+    """Thresholds and smallest cell are chosen in turn until neither moves the other, so a second calibration
+    on the same frames starts where the first ended and stays there."""
+    import dataclasses
+
+    from cellsegcli.models.folder import read_config, write_config
+
+    weights, ann = _model_and_annotations(tmp_path)
+    folder = weights / "tiny"
+    write_config(folder, dataclasses.replace(read_config(folder), diameter=20.0, min_size=7))
+    first = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["calibrate", str(folder), str(ann), "--device", "cpu", "--json"])
+    assert second.exit_code == 0, second.output
+    after, again = json.loads(first.stdout)["after"], json.loads(second.stdout)
+    assert again["before"] == after and again["after"] == after
+
+
+def test_a_new_size_chooses_the_thresholds_again(tmp_path, monkeypatch):
+    """The search itself, on an objective where the best seed depends on the size (as on a phase fold: seed 0.9
+    at the annotations' size, 0.8 at the size chosen next): thresholds, then size, then thresholds again."""
+    import dataclasses
+
+    import torch
+
+    from cellsegcli import calibrate
+    from cellsegcli.models import load_model
+    from cellsegcli.models.folder import read_config, write_config
+    from cellsegcli.training.data import find_pairs, load_sample
+
+    def objective(seed, size):
+        best_seed = 0.9 if size < 50 else 0.8
+        return 0.8 - 0.1 * abs(seed - best_seed) - abs(size - 94) / 100
+
+    calls = []
+
+    def fake_sweep(maps, truths, *, min_size=0, thresholds, seed_thresholds, splits, **_):
+        calls.append(("thresholds", min_size))
+        return [Setting(t, s, objective(s, min_size), objective(s, min_size) - (t != 0.5), 0.0, split_clumps=c)
+                for t in thresholds for s in seed_thresholds for c in splits]
+
+    def fake_sweep_sizes(maps, truths, sizes, *, threshold, seed_threshold, split_clumps=False, **_):
+        calls.append(("sizes", seed_threshold))
+        return [Setting(threshold, seed_threshold, objective(seed_threshold, z), objective(seed_threshold, z), 0.0,
+                        min_size=z, split_clumps=split_clumps) for z in sizes]
+
+    monkeypatch.setattr(calibrate, "sweep", fake_sweep)
+    monkeypatch.setattr(calibrate, "sweep_sizes", fake_sweep_sizes)
+    weights, ann = _model_and_annotations(tmp_path)
+    folder = weights / "tiny"
+    write_config(folder, dataclasses.replace(read_config(folder), diameter=20.0, min_size=7))
+    model = load_model(folder)
+    samples = [load_sample(p, percentiles=model.config.percentiles) for p in find_pairs(ann)]
+    result = calibrate.calibrate_samples(model, samples, torch.device("cpu"), sizes=True, margin=0.0, size_margin=0.0)
+    assert (result.chosen.threshold, result.chosen.seed_threshold, result.chosen.min_size) == (0.5, 0.8, 94)
+    # seeds at the model's 7 px (0.9), the size at 0.9 (94 px), seeds at 94 px (0.8), the size at 0.8 (94 px): done
+    assert calls == [("thresholds", 7), ("sizes", 0.9), ("thresholds", 94), ("sizes", 0.8)]
+    assert result.current.min_size == 7 and result.model_min_size == 94
