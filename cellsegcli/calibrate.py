@@ -8,9 +8,9 @@ model each with and without clump splitting (:mod:`cellsegcli.declump`), and kee
 mean of pixel Jaccard and object F1 at IoU 0.5 (the two figures a lab reads first). With ``sizes``, the smallest
 cell kept (``min_size``) is then chosen the same way at that setting, among shares of the typical cell's area
 (:data:`SIZE_FRACTIONS`) and the model's current size; when the size changes, the thresholds are chosen again
-at it (and the size again at those, up to :data:`ROUNDS` times), so calibrating twice changes nothing. Ties go to the setting nearest the model's current one,
-which stays unless the best beats it by ``MARGIN`` (a few frames must not talk a good model out of its
-thresholds). ``cellseg train`` calibrates on its validation frames, where nothing current was chosen (the
+at it (and the size again at those, up to :data:`ROUNDS` times), so calibrating twice changes nothing. Ties go
+to the setting nearest the model's current one, which stays unless the best beats it by ``MARGIN`` (a few
+frames must not talk a good model out of its thresholds). ``cellseg train`` calibrates on its validation frames, where nothing current was chosen (the
 thresholds are the defaults or the ``--init`` model's, the size the annotations' rule of thumb), so nothing has a
 margin (``margin=0, size_margin=0``; held out on the nuclei folds, docs/measurements.md "Clumps": F1 0.808 ->
 0.815); ``cellseg calibrate MODEL FOLDER`` does it on any annotated folder and keeps the margin for the model's
@@ -210,31 +210,40 @@ def calibrate_samples(model, samples, device, *, tta: str = "none", diameter: fl
     seeds = sorted({*SEED_THRESHOLDS, config.seed_threshold})
     splits = (False,) if binary else (False, True)
     total = len(thresholds) * (1 if binary else len(seeds) * len(splits)) + len(candidates)
-    report = None if progress is None else (lambda done, _: progress(done, total))
-    settings = sweep(maps, truths, min_size=min_size, holes=config.holes, thresholds=thresholds,
-                     seed_thresholds=seeds, splits=splits, progress=report)
+    done = 0   # settings tried so far, for ``progress``
+    hook = None if progress is None else (lambda d, _: progress(done + d, total))
+
+    def thresholds_at(size: int) -> list[Setting]:
+        nonlocal done
+        tried = sweep(maps, truths, min_size=size, holes=config.holes, thresholds=thresholds, seed_thresholds=seeds,
+                      splits=splits, progress=hook)
+        done += len(tried)
+        return tried
+
+    def sizes_at(at: Setting) -> list[Setting]:
+        nonlocal done
+        tried = sweep_sizes(maps, truths, candidates, threshold=at.threshold, seed_threshold=at.seed_threshold,
+                            holes=config.holes, split_clumps=at.split_clumps, progress=hook)
+        done += len(tried)
+        return tried
+
+    settings = thresholds_at(min_size)
     current = next(s for s in settings if s.threshold == config.threshold
                    and (binary or s.seed_threshold == config.seed_threshold)
                    and s.split_clumps == (config.split_clumps and not binary))
-    chosen = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=margin)
+    default = (current.threshold, current.seed_threshold, current.split_clumps)
+    chosen = best(settings, default, margin=margin)
     if not candidates:
         return Calibration(chosen, current, settings, len(samples), tta, diameter, margin=margin)
-    done, size_at = len(settings), min_size
+    size_at = min_size
     for _ in range(ROUNDS):   # thresholds and size in turn, until neither moves the other
-        size_settings = sweep_sizes(maps, truths, candidates, threshold=chosen.threshold,
-                                    seed_threshold=chosen.seed_threshold, holes=config.holes,
-                                    split_clumps=chosen.split_clumps,
-                                    progress=None if progress is None else (lambda d, _: progress(done + d, total)))
-        done += len(candidates)
+        size_settings = sizes_at(chosen)
         sized = best_size(size_settings, min_size, margin=size_margin)
         if sized.min_size == size_at:
             break
         size_at, total = sized.min_size, total + len(settings) + len(candidates)
-        settings = sweep(maps, truths, min_size=size_at, holes=config.holes, thresholds=thresholds,
-                         seed_thresholds=seeds, splits=splits,
-                         progress=None if progress is None else (lambda d, _: progress(done + d, total)))
-        done += len(settings)
-        again = best(settings, (current.threshold, current.seed_threshold, current.split_clumps), margin=margin)
+        settings = thresholds_at(size_at)
+        again = best(settings, default, margin=margin)
         if (again.threshold, again.seed_threshold, again.split_clumps) == (
                 chosen.threshold, chosen.seed_threshold, chosen.split_clumps):
             break

@@ -97,11 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     changes = {"min_size": min_size}
     training = {**config.training, "min_size_rule": rule}
     if args.thresholds:
-        chosen = fold_thresholds(args.cv)
-        thresholds = threshold_rule(chosen)
-        changes.update({k: thresholds[k] for k in ("threshold", "seed_threshold", "split_clumps")})
-        summary.update({k: thresholds[k] for k in ("threshold", "seed_threshold", "split_clumps")})
-        summary["threshold_folds"] = thresholds["folds"]
+        thresholds = threshold_rule(fold_thresholds(args.cv))
+        picked = {k: thresholds[k] for k in ("threshold", "seed_threshold", "split_clumps")}
+        changes.update(picked)
+        summary.update(picked, threshold_folds=thresholds["folds"])
         training["threshold_rule"] = thresholds
     print(json.dumps(summary, indent=1))
     if args.write:
