@@ -696,3 +696,36 @@ def test_border_weight_is_recorded_checked_on_resume_and_batched_alike_by_worker
     assert next(crop_batches(plain, 64, 2, 1, Augmentation(), torch.Generator().manual_seed(0)))[2] is None
     with pytest.raises(CellsegError, match="--border-weight -1"):
         _config(border_weight=-1)
+
+
+def test_input_curve_is_part_of_the_network_saved_and_inherited(tmp_path):
+    from cellsegcli.models.registry import asinh_curve, input_curve
+
+    x = torch.tensor([0.0, 0.05, 0.1, 1.0, -0.2])
+    y = asinh_curve(x, 0.05)
+    assert y[0] == 0 and abs(y[3] - 1) < 1e-6 and y[4] == -asinh_curve(-x[4:], 0.05)[0]
+    assert abs(float(y[2]) - float(np.arcsinh(2) / np.arcsinh(20))) < 1e-6   # 10 % of the range goes in at 39 %
+    torch.manual_seed(0)
+    plain, curved = build("resnet18-fpn"), build("resnet18-fpn", asinh=0.05)
+    curved.load_state_dict(plain.state_dict())   # the curve has no weights
+    plain.eval(), curved.eval()
+    image = torch.rand(1, 1, 64, 64) * 0.3
+    with torch.no_grad():
+        assert torch.allclose(curved(image), plain(asinh_curve(image, 0.05)), atol=1e-5)
+        assert not torch.allclose(curved(image), plain(image), atol=1e-3)
+    root = _annotations(tmp_path / "ann", n=3)
+    first = train(root, tmp_path / "curved", _config(asinh=0.05, calibrate=False), device=CPU)
+    loaded = load_model(first.model_dir)
+    assert loaded.config.asinh == 0.05 and input_curve(loaded.network) == 0.05
+    tuned = train(root, tmp_path / "tuned", _config(init=str(first.model_dir), calibrate=False), device=CPU)
+    assert load_model(tuned.model_dir).config.asinh == 0.05          # fine-tuning keeps the curve it learnt
+    linear = train(root, tmp_path / "linear", _config(init=str(first.model_dir), asinh=0, calibrate=False),
+                   device=CPU)
+    assert load_model(linear.model_dir).config.asinh == 0
+    assert "asinh" not in json.loads((linear.model_dir / "config.json").read_text())   # reads as before
+    with pytest.raises(CellsegError, match="trained with --asinh 0.05; resume it with the same"):
+        train(root, tmp_path / "curved", _config(epochs=2, calibrate=False), device=CPU, resume=True)
+    assert train(root, tmp_path / "curved", _config(epochs=2, asinh=0.05, calibrate=False), device=CPU,
+                 resume=True).epochs_run == 2
+    with pytest.raises(CellsegError, match="--asinh -1"):
+        _config(asinh=-1)

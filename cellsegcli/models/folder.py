@@ -33,6 +33,7 @@ class ModelConfig:
     in_channels: int = 1
     outputs: tuple[str, ...] = ("cell", "interior")   # channel 0: cell probability; 1: interior seeds
     percentiles: tuple[float, float] = (1.0, 99.8)    # input normalisation: these percentiles -> 0, 1
+    asinh: float = 0.0                                # > 0: then asinh(x / asinh) / asinh(1 / asinh) (registry.py)
     threshold: float = 0.5                            # cell probability threshold
     seed_threshold: float = 0.5                       # interior probability threshold (seeds)
     min_size: int = 0                                 # smallest cell kept, in pixels
@@ -76,6 +77,8 @@ class ModelConfig:
         data = dataclasses.asdict(self)
         data["outputs"] = list(self.outputs)
         data["percentiles"] = list(self.percentiles)
+        if not self.asinh:
+            del data["asinh"]   # no input curve: the config reads as before (and in older versions)
         return data
 
 
@@ -96,6 +99,7 @@ def _check_types(data: dict[str, Any], source: str) -> None:
         "outputs": (lambda v: isinstance(v, list) and v and all(isinstance(x, str) for x in v), "a list of names"),
         "percentiles": (lambda v: isinstance(v, list) and len(v) == 2 and all(number(x) for x in v),
                         "two numbers, e.g. [1, 99.8]"),
+        "asinh": (lambda v: number(v) and v >= 0, "0 (no input curve) or a positive scale, e.g. 0.05"),
         "threshold": (lambda v: number(v) and 0 < v <= 1, "a probability in (0, 1]"),
         "seed_threshold": (lambda v: number(v) and 0 < v <= 1, "a probability in (0, 1]"),
         "min_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
@@ -184,7 +188,8 @@ def load_model(spec: str | Path) -> Model:
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise CellsegError(f"{weights}: missing; a model folder needs {CONFIG} and {WEIGHTS}")
-    network = build(config.architecture, in_channels=config.in_channels, classes=len(config.outputs))
+    network = build(config.architecture, in_channels=config.in_channels, classes=len(config.outputs),
+                    asinh=config.asinh)
     try:
         state = load_file(weights)
     except Exception as exc:  # safetensors raises its own error types

@@ -31,7 +31,7 @@ def checkpoint_path(out: Path) -> Path:
 # what a checkpoint must have been trained with to be resumed: option -> (its value in checkpoints written
 # before the option existed, the command-line flag)
 RECIPE = {"loss": ("bce-dice", "--loss"), "interior_width": (2, "--interior-width"),
-          "border_weight": (0.0, "--border-weight")}
+          "border_weight": (0.0, "--border-weight"), "asinh": (0.0, "--asinh")}
 
 
 def restore(path: Path, network, optimizer, scheduler, stopper, gen, ema=None,

@@ -32,6 +32,7 @@ from ..device import autocast_dtype
 from ..errors import CellsegError
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
+from ..models.registry import input_curve
 from .augment import Augmentation
 from .batches import CropBatches, batch_loader, crop_batches
 from .checkpoint import CHECKPOINTS, LAST, checkpoint_errors, checkpoint_path, restore, save_last
@@ -71,6 +72,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: about one pass over the training pixels
     name: str | None = None             # model name in config.json (default: the folder's name)
     percentiles: tuple[float, float] = (1.0, 99.8)
+    asinh: float | None = None          # input curve's scale (models/registry.py; 0: none; None: the --init model's)
     augment: Augmentation = field(default_factory=Augmentation)
     command: str = ""                   # the command line, recorded as provenance
     max_minutes: float | None = None    # stop cleanly (checkpointed) after this long
@@ -99,6 +101,9 @@ class TrainConfig:
         if not (math.isfinite(self.border_weight) and 0 <= self.border_weight <= 100):
             raise CellsegError(f"--border-weight {self.border_weight:g}: give the extra weight of the pixels between "
                                f"close cells, 0 (off) to 100 (the U-Net paper used 10)")
+        if self.asinh is not None and not (math.isfinite(self.asinh) and 0 <= self.asinh <= 1):
+            raise CellsegError(f"--asinh {self.asinh:g}: give the input curve's scale, 0 (none) to 1 (e.g. 0.05: "
+                               f"an object at 10 % of the range goes in at 39 %)")
         if self.loader_workers < 0:
             raise CellsegError(f"--loader-workers {self.loader_workers}: give 0 (batches made in the training "
                                f"process) or more")
@@ -180,7 +185,7 @@ def split_pairs(folder: Path, val_fraction: float, seed: int, keep_in_val: tuple
 def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Module, ModelConfig | None]:
     """The network to start from, per ``config.init``; returns (network, config of the model started from)."""
     if config.init in ("none", "imagenet"):
-        network = build(config.architecture, in_channels=in_channels, classes=2)
+        network = build(config.architecture, in_channels=in_channels, classes=2, asinh=config.asinh or 0.0)
         if config.init == "imagenet":
             if not hasattr(network, "encoder"):
                 raise CellsegError(f"--init imagenet: architecture {config.architecture} has no ResNet-18 encoder")
@@ -192,6 +197,11 @@ def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Modu
     if len(model.config.outputs) != 2:
         raise CellsegError(f"--init {source}: model has outputs {model.config.outputs}; "
                            f"fine-tuning needs a (cell, interior) model")
+    if config.asinh is not None and config.asinh != model.config.asinh:   # the same weights, another input curve
+        weights = network.state_dict()
+        network = build(model.config.architecture, in_channels=model.config.in_channels, classes=2,
+                        asinh=config.asinh)
+        network.load_state_dict(weights)
     return network, model.config
 
 
@@ -266,9 +276,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, config.patience // 3))
 
 
-def _recipe(config: TrainConfig, interior_width: int) -> dict:
+def _recipe(config: TrainConfig, interior_width: int, asinh: float) -> dict:
     """The values of :data:`RECIPE` for this run."""
-    return {"loss": config.loss, "interior_width": interior_width, "border_weight": config.border_weight}
+    return {"loss": config.loss, "interior_width": interior_width, "border_weight": config.border_weight,
+            "asinh": asinh}
 
 
 def write_history(folder: Path, history: list[dict]) -> None:
@@ -305,7 +316,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
         notify(f"validation keeps the {len(inherited)} image(s) that validated --init {config.init} "
                f"({len(val_pairs)} in all), so none of them is trained on")
     width = interior_width(config, started_from)
-    recipe = _recipe(config, width)
+    recipe = _recipe(config, width, input_curve(network))
     train_samples = [load_sample(p, percentiles=config.percentiles, interior_width=width,
                                  border_weight=config.border_weight) for p in train_pairs]
     # validated unweighted, so that validation losses compare across --border-weight
@@ -390,6 +401,7 @@ def train(annotations: Path, out: Path, config: TrainConfig, *, device: torch.de
                     provenance["init_training"] = started_from.training  # the chain of commands that made it
                 model_config = ModelConfig(
                     name=config.name or out.name, architecture=architecture, percentiles=config.percentiles,
+                    asinh=input_curve(validated_network),
                     threshold=started_from.threshold if started_from else 0.5,
                     seed_threshold=started_from.seed_threshold if started_from else 0.5,
                     split_clumps=started_from.split_clumps if started_from else False,
