@@ -713,6 +713,8 @@ def test_input_curve_is_part_of_the_network_saved_and_inherited(tmp_path):
     with torch.no_grad():
         assert torch.allclose(curved(image), plain(asinh_curve(image, 0.05)), atol=1e-5)
         assert not torch.allclose(curved(image), plain(image), atol=1e-3)
+        import copy
+        assert torch.equal(copy.deepcopy(curved)(image), curved(image))   # a weight average keeps it
     root = _annotations(tmp_path / "ann", n=3)
     first = train(root, tmp_path / "curved", _config(asinh=0.05, calibrate=False), device=CPU)
     loaded = load_model(first.model_dir)

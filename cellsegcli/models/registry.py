@@ -2,7 +2,7 @@
 
 ``build(..., asinh=S)`` gives the network an input curve: its input (normalised so that the frame's low and
 high percentiles are 0 and 1) passes through ``asinh(x / S) / asinh(1 / S)`` before the first layer. The
-curve is part of the network (a forward pre-hook, no weights), so training, inference, calibration and
+curve is part of the network (a forward pre-hook reading its ``input_asinh``, no weights; copies keep it), so training, inference, calibration and
 ensembles all apply it; a model folder records ``S`` in its config.
 
 Besides the papers' three architectures, any smp architecture/encoder pair is available as
@@ -64,14 +64,19 @@ def asinh_curve(x: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.asinh(x / scale) * (1.0 / math.asinh(1.0 / scale))
 
 
-class InputCurve:
-    """The forward pre-hook that applies :func:`asinh_curve` to a network's input."""
+def _input_curve_hook(module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook: the input through :func:`asinh_curve` of the module's ``input_asinh`` (0: as it is)."""
+    scale = module.input_asinh
+    return (asinh_curve(args[0], scale), *args[1:]) if scale > 0 else None
 
-    def __init__(self, scale: float) -> None:
-        self.scale = float(scale)
 
-    def __call__(self, module: nn.Module, args: tuple) -> tuple:
-        return (asinh_curve(args[0], self.scale), *args[1:])
+def set_input_curve(network: nn.Module, scale: float) -> nn.Module:
+    """Give ``network`` the input curve of ``scale`` in place of the one it had (0: none); returns it."""
+    if scale > 0 and not hasattr(network, "input_asinh"):
+        network.register_forward_pre_hook(_input_curve_hook)
+    if scale > 0 or hasattr(network, "input_asinh"):
+        network.input_asinh = float(scale)
+    return network
 
 
 def input_curve(network: nn.Module) -> float:
@@ -94,9 +99,4 @@ def build(name: str, *, in_channels: int = 1, classes: int = 2, asinh: float = 0
             raise CellsegError(f"unknown architecture '{name}'; choose one of {valid} (or "
                                f"smp:<Arch>/<encoder>)") from None
         network = factory(in_channels, classes)
-    if not (math.isfinite(asinh) and asinh >= 0):
-        raise CellsegError(f"asinh {asinh}: the input curve's scale must be 0 (none) or a positive number")
-    if asinh > 0:
-        network.register_forward_pre_hook(InputCurve(asinh))
-        network.input_asinh = float(asinh)
-    return network
+    return set_input_curve(network, asinh)

@@ -32,7 +32,7 @@ from ..device import autocast_dtype
 from ..errors import CellsegError
 from ..models import ModelConfig, build, load_model, save_model
 from ..models.imagenet import load_imagenet_encoder
-from ..models.registry import input_curve
+from ..models.registry import input_curve, set_input_curve
 from .augment import Augmentation
 from .batches import CropBatches, batch_loader, crop_batches
 from .checkpoint import CHECKPOINTS, LAST, checkpoint_errors, checkpoint_path, restore, save_last
@@ -197,11 +197,8 @@ def build_network(config: TrainConfig, *, in_channels: int = 1) -> tuple[nn.Modu
     if len(model.config.outputs) != 2:
         raise CellsegError(f"--init {source}: model has outputs {model.config.outputs}; "
                            f"fine-tuning needs a (cell, interior) model")
-    if config.asinh is not None and config.asinh != model.config.asinh:   # the same weights, another input curve
-        weights = network.state_dict()
-        network = build(model.config.architecture, in_channels=model.config.in_channels, classes=2,
-                        asinh=config.asinh)
-        network.load_state_dict(weights)
+    if config.asinh is not None:   # the same weights, maybe another input curve
+        set_input_curve(network, config.asinh)
     return network, model.config
 
 
